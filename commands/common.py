@@ -1,0 +1,76 @@
+"""What every command shares: global options, console output, progress bars, seeding."""
+
+import random
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+# Modules of `commands/` that register sub-commands, in the order `nlpkit --help` lists them.
+COMMAND_MODULES = [
+    "doctor",
+    "vocab",
+    "tokenize",
+    "build",
+    "convert",
+    "pretrain",
+    "finetune",
+    "evaluate",
+    "predict",
+    "export",
+    "bench",
+    "run_all",
+]
+
+STATE = {"quiet": False, "verbose": False, "seed": None, "debug": False}
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def print_error(message):
+    """One red line on stderr."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def info(message):
+    """A status line, suppressed by --quiet."""
+    if not STATE["quiet"]:
+        console.print(message, highlight=False)
+
+
+def set_seed(seed):
+    """Seed Python, NumPy and the Keras backend (which seeds TensorFlow or JAX)."""
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    import keras
+
+    keras.utils.set_random_seed(seed)
+
+
+def progress(unit="items"):
+    """A rich progress bar with count, throughput and ETA; hidden under --quiet.
+
+    Use `task = bar.add_task(description, total=N)` then `bar.update(task, advance=k, rate=...)`;
+    the `rate` field is shown as free text, so callers can print lines/s, tokens/s, loss...
+    """
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err_console,
+        disable=STATE["quiet"],
+        transient=False,
+    )

@@ -1,0 +1,67 @@
+"""`nlpkit doctor`: versions of everything nlpkit stands on, and known-bad combinations."""
+
+import importlib.metadata
+import platform
+
+import typer
+from rich.table import Table
+
+from commands.common import console
+
+
+def _version(dist):
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _minor(version):
+    return ".".join(version.split(".")[:2]) if version else None
+
+
+def collect():
+    """Rows of (component, version, note); a note starting with '!' is a problem."""
+    import keras
+
+    tf_version = _version("tensorflow") or _version("tensorflow-cpu")
+    text_version = _version("tensorflow-text")
+    rows = [
+        ("python", platform.python_version(), platform.platform()),
+        ("nlpkit", _version("nlpkit") or "(not installed)", ""),
+        ("tensorflow", tf_version or "missing", ""),
+        ("tensorflow-text", text_version or "missing", ""),
+        ("keras", keras.__version__, f"backend: {keras.backend.backend()}"),
+        ("datasets", _version("datasets") or "missing", ""),
+        ("sentencepiece", _version("sentencepiece") or "missing", ""),
+        ("jax", _version("jax") or "not installed", "optional backend"),
+    ]
+    if tf_version and text_version and _minor(tf_version) != _minor(text_version):
+        rows.append(
+            (
+                "tf / tf-text",
+                f"{tf_version} / {text_version}",
+                "! mismatch: install tensorflow-text of the same minor version as tensorflow",
+            )
+        )
+    return rows
+
+
+def doctor():
+    """Print Python, TensorFlow, tensorflow-text, Keras (and backend) and datasets versions."""
+    rows = collect()
+    table = Table(title="nlpkit doctor")
+    for column in ("component", "version", "note"):
+        table.add_column(column)
+    problems = 0
+    for name, version, note in rows:
+        style = "red" if note.startswith("!") else None
+        problems += note.startswith("!")
+        table.add_row(name, version, note.lstrip("! "), style=style)
+    console.print(table)
+    if problems:
+        raise typer.Exit(1)
+
+
+def register(app):
+    app.command()(doctor)
