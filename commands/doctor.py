@@ -22,6 +22,9 @@ def _minor(version):
 
 def collect():
     """Rows of (component, version, note); a note starting with '!' is a problem."""
+    from nlpkit._tf import import_tensorflow
+
+    import_tensorflow()  # before Keras, so TensorFlow's import noise is filtered
     import keras
 
     tf_version = _version("tensorflow") or _version("tensorflow-cpu")

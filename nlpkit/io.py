@@ -9,8 +9,9 @@ from pathlib import Path
 from nlpkit.errors import NlpkitError
 
 
-def _check_parent_writable(target):
-    parent = target.parent
+def check_writable(target):
+    """Raise NlpkitError unless the folder that will hold `target` exists (or can be made) and is writable."""
+    parent = Path(target).parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -23,7 +24,7 @@ def _check_parent_writable(target):
 def atomic_file(path):
     """Yield a temporary path beside `path`; rename it to `path` only if the block succeeds."""
     target = Path(path)
-    _check_parent_writable(target)
+    check_writable(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:
@@ -43,7 +44,7 @@ def atomic_dir(path, *, overwrite=False):
     target = Path(path)
     if target.exists() and not overwrite:
         raise NlpkitError(f"{target} already exists", hint="pass --force/--overwrite or choose another --output")
-    _check_parent_writable(target)
+    check_writable(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp

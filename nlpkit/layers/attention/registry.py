@@ -29,15 +29,14 @@ def available_attentions():
 
 
 def _load_catalogue():
-    """Import the attention modules so their `register_attention` calls run."""
+    """Import every module of the attention package so their `register_attention` calls run."""
     import importlib
+    import pkgutil
 
-    for module in ("multi_head", "talking_heads", "kernel", "bigbird", "inner", "relative"):
-        try:
-            importlib.import_module(f"nlpkit.layers.attention.{module}")
-        except ModuleNotFoundError as err:
-            if err.name != f"nlpkit.layers.attention.{module}":
-                raise
+    import nlpkit.layers.attention as package
+
+    for module in pkgutil.walk_packages(package.__path__, prefix=f"{package.__name__}."):
+        importlib.import_module(module.name)
 
 
 def make_attention(spec, **kwargs):

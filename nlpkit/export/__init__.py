@@ -1,0 +1,1 @@
+"""SavedModel export (TensorFlow-only): tokenizer, packer and model in one serving artefact."""

@@ -1,0 +1,116 @@
+"""Text classification: any nlpkit encoder + a ClassificationHead or an SNGP head."""
+
+import keras
+from keras import ops
+
+from nlpkit.errors import NlpkitError
+
+HEADS = ("classification", "sngp")
+
+
+def _make_head(head, num_classes, inner_dim, dropout_rate, head_kwargs, dtype):
+    if head == "classification":
+        from nlpkit.layers.heads import ClassificationHead
+
+        return ClassificationHead(
+            inner_dim=inner_dim, num_classes=num_classes, dropout_rate=dropout_rate, **head_kwargs, dtype=dtype
+        )
+    if head == "sngp":
+        from nlpkit.layers.gaussian_process import GaussianProcessClassificationHead
+
+        return GaussianProcessClassificationHead(
+            inner_dim=inner_dim, num_classes=num_classes, dropout_rate=dropout_rate, **head_kwargs, dtype=dtype
+        )
+    raise NlpkitError(f"unknown head '{head}'", hint=f"use one of: {', '.join(HEADS)}")
+
+
+@keras.saving.register_keras_serializable(package="nlpkit")
+class TextClassifier(keras.Model):
+    """An encoder with a classification head on its `sequence_output` (CLS pooling in the head).
+
+    Args:
+      encoder: an nlpkit encoder (dict of `input_word_ids`, `input_mask`, `input_type_ids` in,
+        dict with `sequence_output [B, T, D]` out).
+      num_classes: C.
+      head: "classification" (`ClassificationHead`) or "sngp" (`GaussianProcessClassificationHead`:
+        spectral-normalised hidden layer + random-feature Gaussian process output).
+      inner_dim: width of the head's hidden dense layer (default: the encoder width D).
+      dropout_rate: dropout in the head.
+      head_kwargs: further arguments of the head layer.
+      mean_field_factor: SNGP only: the lambda of the mean-field approximation
+        `logits / sqrt(1 + lambda * variance)` used for probabilities at inference.
+
+    Call: `model(inputs)` -> logits `[B, C]` (float32); what `fit` trains.
+    `model.predict_outputs(inputs)` -> dict `logits`, `probabilities`, `label` (and `variance` for SNGP).
+    """
+
+    def __init__(
+        self,
+        encoder,
+        num_classes,
+        head="classification",
+        inner_dim=None,
+        dropout_rate=0.1,
+        head_kwargs=None,
+        mean_field_factor=3.14159265 / 8.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if num_classes < 2:
+            raise NlpkitError(f"a classifier needs at least 2 classes, got {num_classes}", hint="check the labels")
+        self.encoder = encoder
+        self.num_classes = num_classes
+        self.head = head
+        self.inner_dim = inner_dim
+        self.dropout_rate = dropout_rate
+        self.head_kwargs = dict(head_kwargs or {})
+        self.mean_field_factor = mean_field_factor
+        width = inner_dim or encoder.get_config().get("hidden_size") or 128
+        self.head_layer = _make_head(head, num_classes, width, dropout_rate, self.head_kwargs, self.dtype_policy)
+
+    def call(self, inputs, training=None):
+        sequence = self.encoder(inputs, training=training)["sequence_output"]
+        return ops.cast(self.head_layer(sequence, training=training), "float32")
+
+    def predict_outputs(self, inputs):
+        """Inference outputs: logits, probabilities, label (int32) and, for SNGP, variance."""
+        sequence = self.encoder(inputs, training=False)["sequence_output"]
+        outputs = {}
+        if self.head == "sngp":
+            from nlpkit.layers.gaussian_process import mean_field_logits
+
+            logits, covariance = self.head_layer(sequence, training=False, return_covariance=True)
+            covariance = ops.cast(covariance, "float32")
+            outputs["variance"] = ops.diagonal(covariance)
+            logits = mean_field_logits(ops.cast(logits, "float32"), covariance, self.mean_field_factor)
+        else:
+            logits = self.head_layer(sequence, training=False)
+        logits = ops.cast(logits, "float32")
+        outputs["logits"] = logits
+        outputs["probabilities"] = ops.softmax(logits, axis=-1)
+        outputs["label"] = ops.cast(ops.argmax(logits, axis=-1), "int32")
+        return outputs
+
+    def reset_covariance_matrix(self):
+        """SNGP: start a new precision-matrix estimate (called at the start of every epoch)."""
+        if hasattr(self.head_layer, "reset_covariance_matrix"):
+            self.head_layer.reset_covariance_matrix()
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            encoder=keras.saving.serialize_keras_object(self.encoder),
+            num_classes=self.num_classes,
+            head=self.head,
+            inner_dim=self.inner_dim,
+            dropout_rate=self.dropout_rate,
+            head_kwargs=self.head_kwargs,
+            mean_field_factor=self.mean_field_factor,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
+        return cls(**config)

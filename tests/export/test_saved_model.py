@@ -1,0 +1,114 @@
+"""`nlpkit export`: the SavedModel runs without nlpkit and matches the in-process model."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.classifier_fixtures import finetune_args, write_easy_task
+from tests.cli import run_cli
+
+SENTENCES = [
+    "The central bank raised interest rates on Wednesday.",
+    "A warm, funny and quietly devastating film.",
+    "Über-long, self-indulgent, and a little bit boring.",
+]
+
+# Runs in a fresh interpreter that imports only tensorflow and tensorflow_text.
+SERVE_SCRIPT = """
+import json, sys
+import numpy as np, tensorflow as tf, tensorflow_text  # noqa: F401
+served = tf.saved_model.load(sys.argv[1])
+texts = tf.constant(json.loads(sys.argv[2]))
+example = lambda t: tf.train.Example(features=tf.train.Features(feature={
+    "text": tf.train.Feature(bytes_list=tf.train.BytesList(value=[t.encode()]))})).SerializeToString()
+out = {
+    "serving_default": served.signatures["serving_default"](text=texts),
+    "serve_examples": served.signatures["serve_examples"](examples=tf.constant([example(t) for t in json.loads(sys.argv[2])])),
+    "encode": served.signatures["encode"](text=texts),
+}
+print(json.dumps({sig: {k: v.numpy().tolist() if v.dtype != tf.string else [s.decode() for s in v.numpy()]
+                        for k, v in res.items()} for sig, res in out.items()}))
+"""
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    from commands.main import run
+
+    task = write_easy_task(tmp_path_factory.mktemp("task"), per_class=60, test_per_class=20)
+    root = tmp_path_factory.mktemp("export")
+    model_dir, served = root / "cls", root / "served"
+    for args in (finetune_args(task, model_dir, epochs=1), ["export", "--model", model_dir, "--output", served]):
+        saved, sys.argv = sys.argv, ["nlpkit", *map(str, args)]
+        try:
+            with pytest.raises(SystemExit) as done:
+                run()
+        finally:
+            sys.argv = saved
+        assert done.value.code == 0
+    return model_dir, served
+
+
+def _in_process(model_dir):
+    from nlpkit.training.evaluation import Classifier
+
+    classifier = Classifier(model_dir)
+    inputs = classifier.packer.pack(SENTENCES)
+    outputs = {k: np.asarray(v) for k, v in classifier.model.predict_outputs(inputs).items()}
+    encoded = classifier.model.encoder(inputs, training=False)
+    return classifier, outputs, {k: np.asarray(encoded[k]) for k in ("pooled_output", "sequence_output")}
+
+
+def test_export_serves_raw_text_without_nlpkit_after_model_dir_is_gone(exported, tmp_path):
+    model_dir, served = exported
+    classifier, want, want_encoded = _in_process(model_dir)
+    moved = tmp_path / "moved"
+    shutil.copytree(model_dir, moved)
+    shutil.rmtree(model_dir)  # the export must not point at the model directory
+    try:
+        done = subprocess.run([sys.executable, "-c", SERVE_SCRIPT, str(served), json.dumps(SENTENCES)],
+                              capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    finally:
+        shutil.copytree(moved, model_dir)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "nlpkit" not in done.stderr
+    for signature in ("serving_default", "serve_examples"):
+        out = got[signature]
+        np.testing.assert_allclose(out["logits"], want["logits"], atol=1e-5)
+        np.testing.assert_allclose(out["probabilities"], want["probabilities"], atol=1e-5)
+        assert out["label"] == [classifier.labels[i] for i in want["label"]]
+    for name, value in want_encoded.items():
+        np.testing.assert_allclose(got["encode"][name], value, atol=1e-5)
+
+
+def test_saved_model_cli_lists_signatures(exported):
+    _, served = exported
+    cli = shutil.which("saved_model_cli", path=str(__import__("pathlib").Path(sys.executable).parent))
+    done = subprocess.run([cli, "show", "--dir", str(served), "--all"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name in ("serving_default", "serving_pair", "serve_examples", "encode"):
+        assert f"signature_def['{name}']" in done.stdout
+
+
+def test_predict_with_saved_model_equals_model_dir(exported, capsys):
+    model_dir, served = exported
+    code, from_dir, err = run_cli(capsys, "predict", "--model", model_dir, *SENTENCES)
+    assert code == 0, err
+    code, from_export, err = run_cli(capsys, "predict", "--saved-model", served, *SENTENCES)
+    assert code == 0, err
+    for a, b in zip(from_dir.splitlines(), from_export.splitlines()):
+        a, b = json.loads(a), json.loads(b)
+        assert a["label"] == b["label"]
+        for label, p in a["probabilities"].items():
+            assert b["probabilities"][label] == pytest.approx(p, abs=1e-5)
+
+
+def test_export_refuses_to_overwrite_without_force(exported, capsys):
+    model_dir, served = exported
+    code, _, err = run_cli(capsys, "export", "--model", model_dir, "--output", served)
+    assert code == 2 and "already exists" in err

@@ -1,0 +1,121 @@
+"""`nlpkit finetune` / `evaluate` / `predict` through the CLI, checked against independent computations."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from tests.classifier_fixtures import finetune_args, write_easy_task
+from tests.cli import run_cli
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory):
+    return write_easy_task(tmp_path_factory.mktemp("task"))
+
+
+@pytest.fixture(scope="module")
+def trained(task, tmp_path_factory):
+    """One classifier trained once for the module (the CLI path; capsys is function-scoped, so call run())."""
+    import sys
+
+    from commands.main import run
+
+    output = tmp_path_factory.mktemp("models") / "cls"
+    saved, sys.argv = sys.argv, ["nlpkit", *map(str, finetune_args(task, output))]
+    try:
+        with pytest.raises(SystemExit) as done:
+            run()
+    finally:
+        sys.argv = saved
+    assert done.value.code == 0
+    return output
+
+
+def _labels(path):
+    with open(path, encoding="utf-8") as handle:
+        return [row["label"] for row in csv.DictReader(handle)]
+
+
+def test_tiny_model_learns_easy_task_and_evaluate_matches_predictions(task, trained, tmp_path, capsys):
+    metrics_path = tmp_path / "metrics.json"
+    code, out, err = run_cli(capsys, "evaluate", "--model", trained, "--data", task / "test.csv",
+                             "--json", metrics_path, "--ood", task / "ood.txt")
+    assert code == 0, err
+    metrics = json.loads(metrics_path.read_text())
+    assert {"accuracy", "macro_f1", "nll", "ece", "ood_auroc"} <= set(metrics)
+    assert metrics["accuracy"] >= 0.9
+    assert (tmp_path / "metrics.reliability.png").stat().st_size > 1000
+
+    # Independent check: accuracy and NLL recomputed from `nlpkit predict` JSON lines.
+    texts = []
+    with open(task / "test.csv", encoding="utf-8") as handle:
+        texts = [row["text"] for row in csv.DictReader(handle)]
+    input_file = tmp_path / "texts.txt"
+    input_file.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    code, out, err = run_cli(capsys, "predict", "--model", trained, "--input", input_file)
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    truth = _labels(task / "test.csv")
+    assert len(rows) == len(truth)
+    predicted = [row["label"] for row in rows]
+    assert metrics["accuracy"] == pytest.approx(np.mean([p == t for p, t in zip(predicted, truth)]), abs=1e-9)
+    nll = -np.mean([np.log(max(row["probabilities"][t], 1e-12)) for row, t in zip(rows, truth)])
+    assert metrics["nll"] == pytest.approx(nll, abs=1e-4)
+    assert all(abs(sum(row["probabilities"].values()) - 1) < 1e-4 for row in rows)
+
+
+def test_sngp_head_reports_uncertainty(task, tmp_path, capsys):
+    output = tmp_path / "sngp"
+    code, _, err = run_cli(capsys, *finetune_args(task, output, head="sngp", epochs=2))
+    assert code == 0, err
+    assert json.loads((output / "config.json").read_text())["head"]["type"] == "sngp"
+    code, out, err = run_cli(capsys, "predict", "--model", output, "stocks fell sharply on Monday", "a moving film")
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert all(row["uncertainty"] >= 0 for row in rows)
+
+
+def _write_csv(path, rows, header=("text", "label")):
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.mark.parametrize(
+    "case, rows, extra, message",
+    [
+        ("single class", [("good", "a"), ("fine", "a"), ("nice", "a")], [], "single class"),
+        ("missing column", [("good", "a"), ("bad", "b")], ["--label-column", "stars"], "'stars'"),
+        ("empty text fails", [("good", "a"), ("", "b"), ("bad", "b")], ["--empty-rows", "fail"], "row 2"),
+    ],
+)
+def test_bad_training_data_is_one_line_error(task, tmp_path, capsys, case, rows, extra, message):
+    train = _write_csv(tmp_path / "train.csv", rows)
+    code, out, err = run_cli(capsys, "finetune", "--preset", task / "encoder.json", "--train", train,
+                             "--output", tmp_path / "out", "--validation-split", "0.5", *extra)
+    assert code == 2
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_validation_label_and_wrong_model_kind(task, trained, tmp_path, capsys):
+    validation = _write_csv(tmp_path / "val.csv", [("good", "news"), ("odd", "sports")])
+    code, _, err = run_cli(capsys, "finetune", "--preset", task / "encoder.json", "--train", task / "train.csv",
+                           "--validation", validation, "--output", tmp_path / "out", "--epochs", 1)
+    assert code == 2 and "row 2" in err and "'sports'" in err
+
+    code, _, err = run_cli(capsys, "evaluate", "--model", task, "--data", task / "test.csv")
+    assert code == 2 and "not a model directory" in err
+
+
+def test_empty_rows_are_skipped_and_counted(task, tmp_path, capsys):
+    from nlpkit.training.classification_data import read_examples
+
+    path = _write_csv(tmp_path / "rows.csv", [("good", "a"), ("  ", "b"), ("bad", "b"), ("", "a")])
+    examples = read_examples(path)
+    assert examples.texts == ["good", "bad"] and examples.labels == ["a", "b"] and examples.skipped_empty == 2
+    assert examples.rows == [1, 3]
