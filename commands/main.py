@@ -32,6 +32,7 @@ def _version_callback(value: bool):
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     version: bool = typer.Option(
         False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
     ),
@@ -44,6 +45,12 @@ def main(
     common.STATE.update(quiet=quiet, verbose=verbose, seed=seed, debug=debug)
     if verbose:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "1"
+    if ctx.invoked_subcommand and not {"--help", "-h"} & set(sys.argv):
+        # Every command but --help needs TensorFlow (Keras imports it too): import it first, through
+        # the helper that keeps its native start-up log lines off the terminal.
+        from nlpkit._tf import import_tensorflow
+
+        import_tensorflow()
     if seed is not None:
         common.set_seed(seed)
 

@@ -20,6 +20,12 @@ def check_writable(target):
         raise NlpkitError(f"output folder {parent} is not writable", hint="choose a writable --output")
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_file(path):
     """Yield a temporary path beside `path`; rename it to `path` only if the block succeeds."""
@@ -29,6 +35,7 @@ def atomic_file(path):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private; outputs get the usual mode
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -48,6 +55,7 @@ def atomic_dir(path, *, overwrite=False):
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
         if target.exists():
             old = target.with_name(f".{target.name}.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -1,9 +1,56 @@
 """The layer catalogue: backend-agnostic Keras 3 layers (keras.ops only).
 
 Mask convention everywhere: `[B, T, S]` (or broadcastable), 1 = may attend, 0 = may not.
+Every layer is registered for saving under the package name "nlpkit".
 """
 
-from nlpkit.layers.attention import MultiHeadAttention, available_attentions, make_attention, register_attention
+from nlpkit.layers.attention import (
+    BigBirdAttention,
+    CachedAttention,
+    KernelAttention,
+    MultiChannelAttention,
+    MultiHeadAttention,
+    MultiHeadRelativeAttention,
+    ReuseMultiHeadAttention,
+    SinusoidalRelativeAttention,
+    TalkingHeadsAttention,
+    TwoStreamRelativeAttention,
+    VotingAttention,
+    available_attentions,
+    make_attention,
+    register_attention,
+)
+from nlpkit.layers.attention.efficient import (
+    AttentionLayer,
+    CausalLinearAttention,
+    ClusteredAttention,
+    ConditionalFullAttention,
+    FullAttention,
+    FullMask,
+    ImprovedClusteredAttention,
+    ImprovedClusteredCausalAttention,
+    LengthMask,
+    LinearAttention,
+    LocalAttention,
+    ReformerAttention,
+    TriangularMask,
+)
+from nlpkit.layers.blocks.decoder import TransformerDecoderBlock, TransformerDecoderLayer
+from nlpkit.layers.blocks.encoder import Transformer, TransformerEncoderBlock
+from nlpkit.layers.blocks.mobilebert import MobileBertEmbedding, MobileBertTransformer
+from nlpkit.layers.blocks.reuse import ReuseTransformer
+from nlpkit.layers.blocks.rezero import ReZeroTransformer
+from nlpkit.layers.blocks.xl import TransformerXL, TransformerXLBlock
+from nlpkit.layers.embeddings import OnDeviceEmbedding, PositionEmbedding
+from nlpkit.layers.feedforward import GatedFeedforward, PositionwiseFeedforward
+from nlpkit.layers.gaussian_process import (
+    GaussianProcessClassificationHead,
+    LaplaceRandomFeatureCovariance,
+    RandomFeatureGaussianProcess,
+    ResetCovarianceCallback,
+    mean_field_logits,
+)
+from nlpkit.layers.heads import ClassificationHead, MaskedLM, MatMulWithMargin
 from nlpkit.layers.masks import (
     MaskedSoftmax,
     SelfAttentionMask,
@@ -12,16 +59,10 @@ from nlpkit.layers.masks import (
     combine_masks,
     masked_softmax,
 )
+from nlpkit.layers.relative_position import RelativePositionEncoding
+from nlpkit.layers.spectral_norm import SpectralNormalization
 
-__all__ = [
-    "MaskedSoftmax",
-    "MultiHeadAttention",
-    "SelfAttentionMask",
-    "attention_mask_from_padding",
-    "available_attentions",
-    "causal_mask",
-    "combine_masks",
-    "make_attention",
-    "masked_softmax",
-    "register_attention",
-]
+__all__ = [name for name in dir() if not name.startswith("_") and name[0].isupper() or name in (
+    "attention_mask_from_padding", "available_attentions", "causal_mask", "combine_masks", "make_attention",
+    "masked_softmax", "mean_field_logits", "register_attention",
+)]

@@ -56,12 +56,22 @@ def masked_softmax(scores, mask=None, axis=-1):
       float32 probabilities of the shape of `scores`; rows with no allowed entry are all zeros.
     """
     scores = ops.cast(scores, "float32")
-    if mask is None:
-        return ops.softmax(scores, axis=axis)
-    mask = ops.cast(mask, "bool")
-    scores = ops.where(mask, scores, _MASKED_LOGIT)
-    probs = ops.softmax(scores, axis=axis)
-    return ops.where(mask, probs, 0.0)
+    if mask is not None:
+        mask = ops.cast(mask, "bool")
+        scores = ops.where(mask, scores, _MASKED_LOGIT)
+    probs = _softmax(scores, axis)
+    return probs if mask is None else ops.where(mask, probs, 0.0)
+
+
+def _softmax(scores, axis):
+    """Softmax over one axis or several; `ops.softmax` with a tuple reshapes with static dims,
+    which fails when a dimension (the batch) is unknown while tracing."""
+    if isinstance(axis, (tuple, list)):
+        if len(axis) == 1:
+            axis = axis[0]
+        else:
+            return ops.exp(scores - ops.logsumexp(scores, axis=tuple(axis), keepdims=True))
+    return ops.softmax(scores, axis=axis)
 
 
 @keras.saving.register_keras_serializable(package="nlpkit")

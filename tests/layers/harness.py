@@ -53,13 +53,13 @@ def _check_saving(model, feed, tmp_path, custom_objects):
 def _check_training_step(model, feed):
     if not model.trainable_weights:
         return
-    before = [np.array(w) for w in model.trainable_weights]
+    before = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
     first_output = model.outputs[0]
     loss_model = keras.Model(model.inputs, keras.ops.mean(keras.ops.square(keras.ops.cast(first_output, "float32"))))
     loss_model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss=lambda y_true, y_pred: y_pred)
     history = loss_model.fit(feed, np.zeros((feed[0].shape[0],), "float32"), epochs=1, batch_size=feed[0].shape[0], verbose=0)
     assert np.isfinite(history.history["loss"][0]), "training step gave a non-finite loss"
-    changed = [not np.allclose(b, np.array(w)) for b, w in zip(before, model.trainable_weights)]
+    changed = [not np.allclose(b, keras.ops.convert_to_numpy(w)) for b, w in zip(before, model.trainable_weights)]
     assert any(changed), "one training step changed no trainable weight"
 
 

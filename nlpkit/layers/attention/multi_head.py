@@ -35,8 +35,6 @@ class MultiHeadAttention(keras.layers.MultiHeadAttention):
     def _attention_probabilities(self, scores, attention_mask, dtype):
         """Scores `[B, N, <T axes>, <S axes>]` -> probabilities in `dtype`."""
         norm_axes = tuple(range(len(scores.shape) - len(self._attention_axes), len(scores.shape)))
-        if len(norm_axes) == 1:
-            norm_axes = -1  # a tuple axis makes softmax reshape with static dims, failing on None batch
         if attention_mask is not None:
             expand_axis = -len(self._attention_axes) * 2 - 1
             for _ in range(len(scores.shape) - len(attention_mask.shape)):

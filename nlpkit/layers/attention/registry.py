@@ -43,8 +43,9 @@ def make_attention(spec, **kwargs):
     """Build an attention layer from a registered name, a 'name:inner' composition or a factory."""
     if callable(spec):
         return spec(**kwargs)
-    _load_catalogue()
     name, _, inner = str(spec).partition(":")
+    if name not in _REGISTRY:
+        _load_catalogue()
     if name not in _REGISTRY:
         raise NlpkitError(
             f"unknown attention '{spec}'", hint=f"choose one of: {', '.join(sorted(_REGISTRY))}"

@@ -1,0 +1,98 @@
+"""`nlpkit pretrain`: masked-LM pretraining; running it again on an interrupted RUN resumes it."""
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from commands.common import STATE, console, info, progress
+
+
+def pretrain(
+    data: Path = typer.Option(..., "--data", help="Text file or folder: one sentence per line, blank line between documents."),
+    output: Path = typer.Option(..., "--output", help="Run directory; a model directory when training ends."),
+    preset: str = typer.Option(None, "--preset", help="Encoder preset name or config file (JSON/YAML)."),
+    model: Path = typer.Option(None, "--model", help="Model directory to start from (e.g. converted weights)."),
+    vocab: Path = typer.Option(None, "--vocab", help="WordPiece vocab.txt (default: the model directory's)."),
+    max_steps: int = typer.Option(1000, "--max-steps", help="Optimizer updates in total."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Global batch (sequences per update, all replicas)."),
+    seq_length: int = typer.Option(128, "--seq-length", help="Tokens per packed sequence."),
+    max_predictions: int = typer.Option(20, "--max-predictions", help="Masked positions per sequence at most."),
+    whole_word: bool = typer.Option(False, "--whole-word/--no-whole-word", help="Mask whole words."),
+    learning_rate: float = typer.Option(1e-4, "--learning-rate", help="Peak learning rate (AdamW)."),
+    warmup_steps: int = typer.Option(None, "--warmup-steps", help="Linear warm-up (default 10% of --max-steps)."),
+    accumulation_steps: int = typer.Option(1, "--accumulation-steps", help="Micro-batches per update."),
+    checkpoint_every: int = typer.Option(1000, "--checkpoint-every", help="Checkpoint every K updates."),
+    keep_checkpoints: int = typer.Option(3, "--keep-checkpoints", help="Checkpoints kept."),
+    tpu: str = typer.Option(None, "--tpu", help="TPU name, grpc://HOST:PORT, or 'local'."),
+    strategy: str = typer.Option("auto", "--strategy", help="auto|cpu|gpu|mirrored|multi-worker|tpu."),
+    precision: str = typer.Option("float32", "--precision", help="float32|mixed_bfloat16|mixed_float16."),
+    jit: bool = typer.Option(False, "--jit/--no-jit", help="Compile the training step with XLA."),
+    seed: int = typer.Option(None, "--seed", help="Seed of the data order, masks and initialisation (default 0)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh even if --output holds a run."),
+):
+    """Pretrain an encoder with masked-LM on raw text."""
+    from nlpkit.training.pretrain import PretrainConfig, run_pretraining
+
+    config = PretrainConfig(
+        data=str(data),
+        output=str(output),
+        preset=preset,
+        model=str(model) if model else None,
+        vocab=str(vocab) if vocab else None,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        seq_length=seq_length,
+        max_predictions_per_seq=max_predictions,
+        whole_word=whole_word,
+        learning_rate=learning_rate,
+        warmup_steps=warmup_steps,
+        accumulation_steps=accumulation_steps,
+        checkpoint_every=checkpoint_every,
+        keep_checkpoints=keep_checkpoints,
+        strategy=strategy,
+        tpu=tpu,
+        precision=precision,
+        jit=jit,
+        seed=seed if seed is not None else (STATE["seed"] or 0),
+    )
+    bar, tasks = progress("tokens/s"), []
+
+    def on_step(step, loss, tokens_per_s):
+        if not tasks:  # the bar appears with the first update, after every check has passed
+            bar.start()
+            tasks.append(bar.add_task("pretrain", total=max_steps, completed=step - 1, rate=""))
+        bar.update(tasks[0], completed=step, rate=f"loss {loss:.4f}  {tokens_per_s:,.0f} tokens/s")
+
+    try:
+        summary = run_pretraining(config, overwrite=overwrite, on_step=on_step)
+    finally:
+        if tasks:
+            bar.stop()
+    _print_summary(summary)
+
+
+def _print_summary(summary):
+    info(f"{summary['strategy']}")
+    history = summary["history"]
+    if summary["start_step"]:
+        info(f"resumed at step {summary['start_step']}")
+    table = Table(title=f"pretrain → {summary['run']}")
+    for column in ("steps", "first loss", "last loss", "last MLM accuracy", "mean tokens/s"):
+        table.add_column(column, justify="right")
+    if history:
+        speeds = [h["tokens_per_s"] for h in history[1:]] or [history[0]["tokens_per_s"]]
+        table.add_row(
+            f"{summary['start_step']} → {summary['steps']}",
+            f"{history[0]['loss']:.4f}",
+            f"{history[-1]['loss']:.4f}",
+            f"{history[-1]['mlm_accuracy']:.3f}",
+            f"{sum(speeds) / len(speeds):,.0f}",
+        )
+    else:
+        table.add_row(str(summary["steps"]), "-", "-", "-", "already complete")
+    console.print(table)
+
+
+def register(app):
+    app.command()(pretrain)

@@ -1,0 +1,1 @@
+"""Speed and memory measurements on this machine (used by `nlpkit bench` and `benchmarks/`)."""

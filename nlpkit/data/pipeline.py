@@ -1,0 +1,229 @@
+"""read -> tokenize -> pack -> write: the library side of `nlpkit tokenize`.
+
+Rows stream from `datasets` in batches; a tf.data map tokenizes and packs two batches at a time
+(both cores); the main thread writes TFRecord shards or JSON lines into a temporary name that is
+renamed into place only when everything succeeded.
+"""
+
+import os
+import time
+from pathlib import Path
+
+from nlpkit._tf import import_tensorflow
+from nlpkit.data import records
+from nlpkit.data.sources import iter_rows
+from nlpkit.errors import NlpkitError
+from nlpkit.io import atomic_dir, atomic_file
+from nlpkit.text.packing import check_seq_length, pack_inputs
+from nlpkit.text.vocab import file_checksum
+
+tf = import_tensorflow()
+
+FORMATS = ("tfrecord", "jsonl")
+
+
+class LabelEncoder:
+    """Integer labels pass through; string labels get indices in order of first appearance."""
+
+    def __init__(self):
+        self.names = []
+        self._index = {}
+
+    def encode(self, values):
+        out = []
+        for value in values:
+            if isinstance(value, (bool, int)) or (isinstance(value, float) and value.is_integer()):
+                out.append(int(value))
+                continue
+            name = str(value)
+            if name not in self._index:
+                self._index[name] = len(self.names)
+                self.names.append(name)
+            out.append(self._index[name])
+        return out
+
+
+def _batches_with_failure(source, batch_size, labels, failure):
+    """Row batches for tf.data; an exception is stored in `failure` (tf.data would hide its type)."""
+    try:
+        for batch in iter_rows(source, batch_size=batch_size):
+            out = {"text": batch["text"]}
+            if "pair" in batch:
+                out["pair"] = batch["pair"]
+            if "label" in batch:
+                out["label"] = labels.encode(batch["label"])
+            yield out
+    except Exception as err:  # noqa: BLE001 - re-raised by the caller after the dataset stops
+        failure.append(err)
+
+
+def packed_dataset(source, tokenizer, *, seq_length, truncation, batch_size=1024, labels=None, failure=None):
+    """A tf.data.Dataset of packed batches (numpy-ready dicts) plus per-batch statistics."""
+    num_segments = 2 if source.pair_column else 1
+    check_seq_length(seq_length, num_segments)
+    labels = labels if labels is not None else LabelEncoder()
+    failure = failure if failure is not None else []
+    signature = {"text": tf.TensorSpec([None], tf.string)}
+    if source.pair_column:
+        signature["pair"] = tf.TensorSpec([None], tf.string)
+    if source.label_column:
+        signature["label"] = tf.TensorSpec([None], tf.int64)
+    budget = seq_length - (num_segments + 1)
+
+    def encode(batch):
+        segments = [tokenizer.tokenize(batch["text"])]
+        if "pair" in batch:
+            segments.append(tokenizer.tokenize(batch["pair"]))
+        packed = pack_inputs(
+            segments, seq_length, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id, pad_id=tokenizer.pad_id,
+            truncator=truncation,
+        )
+        lengths = tf.add_n([tf.cast(segment.row_lengths(), tf.int64) for segment in segments])
+        packed["tokens"] = lengths
+        packed["truncated"] = lengths > budget
+        packed["bytes"] = tf.reduce_sum(tf.strings.length(batch["text"], unit="BYTE"), keepdims=True)
+        if "pair" in batch:
+            packed["bytes"] += tf.reduce_sum(tf.strings.length(batch["pair"], unit="BYTE"), keepdims=True)
+        if "label" in batch:
+            packed["label"] = batch["label"]
+        return packed
+
+    dataset = tf.data.Dataset.from_generator(
+        lambda: _batches_with_failure(source, batch_size, labels, failure), output_signature=signature
+    )
+    return dataset.map(encode, num_parallel_calls=2, deterministic=True).prefetch(2)
+
+
+class Statistics:
+    """Counts for the manifest and the progress bar."""
+
+    def __init__(self):
+        self.rows = self.truncated_rows = self.tokens = self.tokens_kept = self.bytes = 0
+        self.started = time.perf_counter()
+
+    def add(self, batch, num_segments):
+        self.rows += len(batch["tokens"])
+        self.truncated_rows += int(batch["truncated"].sum())
+        self.tokens += int(batch["tokens"].sum())
+        self.tokens_kept += int(batch["input_mask"].sum()) - len(batch["tokens"]) * (num_segments + 1)
+        self.bytes += int(batch["bytes"].sum())
+
+    def rate(self):
+        seconds = max(time.perf_counter() - self.started, 1e-9)
+        return f"{self.rows / seconds:,.0f} lines/s {self.bytes / seconds / 1e6:.1f} MB/s"
+
+    def as_dict(self, truncation):
+        return {
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "tokens": self.tokens,
+            "truncation": {
+                "strategy": truncation,
+                "truncated_rows": self.truncated_rows,
+                "truncated_fraction": round(self.truncated_rows / max(self.rows, 1), 6),
+                "tokens_dropped": self.tokens - self.tokens_kept,
+            },
+        }
+
+
+def check_output(path, fmt, force=False):
+    """Fail early (before any work) on an output that cannot be written or must not be replaced."""
+    path = Path(path)
+    if fmt == "jsonl" and path.is_dir():
+        raise NlpkitError(f"output {path} is a folder", hint="--format jsonl writes one file: pass a file name")
+    if fmt == "tfrecord":
+        _check_output_folder(path, force)
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise NlpkitError(f"cannot create output folder {parent}: {err.strerror}", hint="choose a writable --output") from None
+    if not os.access(parent, os.W_OK):
+        raise NlpkitError(f"output folder {parent} is not writable", hint="choose a writable --output")
+
+
+def _check_output_folder(path, force):
+    """Refuse to replace a folder that is not an earlier nlpkit tokenize output (unless --force)."""
+    if not path.exists() or force:
+        return
+    if path.is_dir() and (not any(path.iterdir()) or (path / records.MANIFEST).is_file()):
+        return
+    raise NlpkitError(f"output {path} exists and is not an nlpkit tokenize folder", hint="pass --force or another --output")
+
+
+def tokenize_to_disk(
+    source,
+    tokenizer,
+    output,
+    *,
+    vocab_path,
+    seq_length=128,
+    fmt="tfrecord",
+    truncation="round_robin",
+    batch_size=1024,
+    rows_per_shard=records.ROWS_PER_SHARD,
+    force=False,
+    on_batch=None,
+):
+    """Tokenize and pack every row of `source` into `output`; return the manifest (a dict).
+
+    `on_batch(statistics)` is called after each written batch (for a progress bar).
+    """
+    if fmt not in FORMATS:
+        raise NlpkitError(f"unknown --format {fmt!r}", hint=f"choose one of {', '.join(FORMATS)}")
+    num_segments = 2 if source.pair_column else 1
+    check_seq_length(seq_length, num_segments)
+    labels, failure, stats = LabelEncoder(), [], Statistics()
+    dataset = packed_dataset(
+        source, tokenizer, seq_length=seq_length, truncation=truncation, batch_size=batch_size,
+        labels=labels, failure=failure,
+    )
+    check_output(output, fmt, force)
+    context = atomic_dir(output, overwrite=True) if fmt == "tfrecord" else atomic_file(output)
+    with context as tmp:
+        handle = open(tmp, "w", encoding="utf-8") if fmt == "jsonl" else None
+        writer = records.JsonLinesWriter(handle) if handle else records.ShardedRecordWriter(tmp, rows_per_shard)
+        try:
+            for batch in dataset.as_numpy_iterator():
+                writer.write_batch(batch, batch.get("label"))
+                stats.add(batch, num_segments)
+                if on_batch:
+                    on_batch(stats)
+        finally:
+            writer.close()
+            if handle:
+                handle.close()
+        if failure:
+            raise failure[0]
+        manifest = _manifest(source, tokenizer, vocab_path, seq_length, fmt, stats, truncation, labels)
+        if fmt == "tfrecord":
+            manifest["files"] = [name for name, _ in writer.shards]
+            manifest["shard_rows"] = [rows for _, rows in writer.shards]
+            records.write_manifest(tmp, manifest)
+    return manifest
+
+
+def _manifest(source, tokenizer, vocab_path, seq_length, fmt, stats, truncation, labels):
+    return {
+        "nlpkit": "tokenize",
+        "format": fmt,
+        "input": source.name,
+        "columns": {"text": source.text_column, "pair": source.pair_column, "label": source.label_column},
+        "seq_length": seq_length,
+        "tokenizer": type(tokenizer).__name__,
+        "lower_case": getattr(tokenizer, "lower_case", None),
+        "vocab": str(vocab_path),
+        "vocab_checksum": file_checksum(vocab_path),
+        "vocab_size": tokenizer.vocab_size,
+        "special_ids": {"cls": tokenizer.cls_id, "sep": tokenizer.sep_id, "pad": tokenizer.pad_id},
+        "has_label": source.label_column is not None,
+        "label_names": labels.names or None,
+        **stats.as_dict(truncation),
+    }
+
+
+def preview_tokens(tokenizer, texts):
+    """Token strings of each text (for `--preview`)."""
+    ids = tokenizer.tokenize(tf.constant(texts))
+    tokens = tokenizer.id_to_token(ids)
+    return [[t.decode("utf-8", "replace") for t in row] for row in tokens.to_list()]

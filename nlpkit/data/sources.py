@@ -1,0 +1,230 @@
+"""Reading text rows from local files or folders (text / csv / json(l) / parquet) through `datasets`.
+
+Files are streamed (`datasets` IterableDataset), so memory stays bounded however large the corpus.
+Every user mistake becomes one NlpkitError line: missing input, a hub name with no network, bytes
+that are not UTF-8 (naming file and line, unless errors="replace"), no rows, an unknown column.
+"""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nlpkit.errors import NlpkitError
+
+# File suffix -> `datasets` builder name.
+KINDS = {
+    ".txt": "text",
+    ".text": "text",
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".json": "json",
+    ".jsonl": "json",
+    ".parquet": "parquet",
+}
+_UTF8_CHECK_BLOCK = 8 << 20  # bytes of whole lines decoded at once when checking UTF-8
+
+
+@dataclass
+class TextSource:
+    """Where the rows come from and which columns to read.
+
+    `kind` is a `datasets` builder (text/csv/json/parquet) for local files, or "hub" for a dataset name.
+    """
+
+    name: str
+    kind: str
+    files: list = field(default_factory=list)
+    text_column: str = "text"
+    pair_column: str = None
+    label_column: str = None
+    errors: str = "strict"
+    checked: bool = False  # set by `check_source`: UTF-8, columns and non-emptiness already verified
+
+    @property
+    def columns(self):
+        return [c for c in (self.text_column, self.pair_column, self.label_column) if c]
+
+
+def _files_of(path):
+    """Readable data files of a file or folder (sorted, hidden files skipped)."""
+    if path.is_file():
+        return [path]
+    files = sorted(
+        p for p in path.rglob("*")
+        if p.is_file() and p.suffix.lower() in KINDS and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    )
+    if not files:
+        raise NlpkitError(f"folder {path} holds no {'/'.join(sorted(KINDS))} files", hint="pass a file or another folder")
+    return files
+
+
+def _looks_like_path(name):
+    return name.startswith((".", "/", "~")) or Path(name).suffix.lower() in KINDS or os.sep + os.sep in name
+
+
+def open_source(input_path, *, text_column=None, pair_column=None, label_column=None, errors="strict"):
+    """Describe an input (file, folder or hub dataset name) and check it can be read."""
+    if errors not in ("strict", "replace"):
+        raise NlpkitError(f"unknown --errors {errors!r}", hint="choose strict or replace")
+    name = str(input_path)
+    path = Path(name).expanduser()
+    if not path.exists():
+        if _looks_like_path(name):
+            raise NlpkitError(f"input {name} does not exist", hint="pass a text/csv/json(l)/parquet file or a folder")
+        kind, files = "hub", []
+    else:
+        files = _files_of(path)
+        kinds = {KINDS.get(f.suffix.lower(), "text") for f in files}
+        if len(kinds) > 1:
+            raise NlpkitError(f"folder {path} mixes {', '.join(sorted(kinds))} files", hint="keep one format per folder")
+        kind = kinds.pop()
+    default_text = "text"
+    source = TextSource(
+        name=name,
+        kind=kind,
+        files=files,
+        text_column=text_column or default_text,
+        pair_column=pair_column,
+        label_column=label_column,
+        errors=errors,
+    )
+    if kind == "text" and (pair_column or label_column or (text_column and text_column != "text")):
+        raise NlpkitError(
+            f"plain text input {name} has only the column 'text'",
+            hint="use csv/json/parquet input for --pair-column/--label-column",
+        )
+    return source
+
+
+def check_utf8(path):
+    """Raise NlpkitError naming the file and line of the first byte sequence that is not UTF-8."""
+    with open(path, "rb") as handle:
+        first_line = 1
+        while True:
+            lines = handle.readlines(_UTF8_CHECK_BLOCK)
+            if not lines:
+                return
+            try:
+                b"".join(lines).decode("utf-8")
+            except UnicodeDecodeError:
+                for offset, line in enumerate(lines):
+                    try:
+                        line.decode("utf-8")
+                    except UnicodeDecodeError as err:
+                        raise NlpkitError(
+                            f"{path}:{first_line + offset}: bytes that are not UTF-8 at column {err.start + 1}",
+                            hint="fix the file or pass --errors replace",
+                        ) from None
+            first_line += len(lines)
+
+
+def _check_files(source):
+    if source.files and all(path.stat().st_size == 0 for path in source.files):
+        raise NlpkitError(f"input {source.name} is empty", hint="pass a file with text rows")
+    if source.kind not in ("hub", "parquet") and source.errors == "strict":
+        for path in source.files:
+            check_utf8(path)
+
+
+def check_source(source):
+    """Find bad input before any output is started: bytes that are not UTF-8, unknown columns, no rows."""
+    _check_files(source)
+    source.checked = True
+    next(iter_rows(source, batch_size=64))
+    return source
+
+
+def _load_streaming(source):
+    """The `datasets` IterableDataset of a source (train split)."""
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    import datasets
+
+    datasets.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    if source.kind == "hub":
+        try:
+            return datasets.load_dataset(source.name, split="train", streaming=True)
+        except Exception as err:  # noqa: BLE001 - offline, unknown name, gated: all one message
+            raise NlpkitError(
+                f"cannot load dataset {source.name!r} from the Hugging Face hub ({type(err).__name__})",
+                hint="no network here? pass a local text/csv/json(l)/parquet file or folder instead",
+            ) from None
+    options = {}
+    if source.errors == "replace" and source.kind in ("text", "csv"):
+        options["encoding_errors"] = "replace"
+    if source.errors == "replace" and source.kind == "json":
+        # datasets only re-decodes JSON (with encoding_errors) when the encoding is not spelled "utf-8".
+        options.update(encoding="utf_8", encoding_errors="replace")
+    if source.kind == "csv" and any(f.suffix.lower() == ".tsv" for f in source.files):
+        options["sep"] = "\t"
+    return datasets.load_dataset(
+        source.kind, data_files=[str(f) for f in source.files], split="train", streaming=True, **options
+    )
+
+
+def _check_columns(source, row):
+    missing = [c for c in source.columns if c not in row]
+    if missing:
+        raise NlpkitError(
+            f"column {missing[0]!r} is not in {source.name} (columns: {', '.join(map(str, row))})",
+            hint="choose one with --text-column/--pair-column/--label-column",
+        )
+
+
+def iter_rows(source, batch_size=1024):
+    """Yield batches as dicts of lists: "text", and "pair" / "label" when those columns are set.
+
+    Blank lines of plain-text files are skipped; other rows are kept in input order (a missing value
+    becomes ""). Raises NlpkitError for non-UTF-8 input (strict), unknown columns and empty input.
+    """
+    if not source.checked:
+        _check_files(source)
+    dataset = _load_streaming(source)
+    rows = 0
+    try:
+        for batch in dataset.iter(batch_size=batch_size):
+            if rows == 0:
+                _check_columns(source, batch)
+            out = {"text": [_as_text(v) for v in batch[source.text_column]]}
+            if source.pair_column:
+                out["pair"] = [_as_text(v) for v in batch[source.pair_column]]
+            if source.label_column:
+                out["label"] = list(batch[source.label_column])
+            if source.kind == "text":
+                out = _drop_blank_lines(out)
+            if out["text"]:
+                rows += len(out["text"])
+                yield out
+    except NlpkitError:
+        raise
+    except UnicodeDecodeError as err:
+        raise NlpkitError(f"{source.name}: bytes that are not UTF-8 ({err.reason})", hint="pass --errors replace") from None
+    except Exception as err:  # noqa: BLE001 - pyarrow/pandas parse errors of a broken file
+        raise NlpkitError(f"cannot read {source.name}: {type(err).__name__}: {_first_line(err)}",
+                          hint="check the file format") from None
+    if rows == 0:
+        raise NlpkitError(f"input {source.name} has no text rows", hint="pass a non-empty file")
+
+
+def _as_text(value):
+    return "" if value is None else str(value)
+
+
+def _drop_blank_lines(batch):
+    return {"text": [line for line in batch["text"] if line.strip()]}
+
+
+def _first_line(err):
+    text = str(err).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def read_texts(input_path, *, text_column=None, errors="strict", limit=None):
+    """All text-column values of an input as a list (for vocab training on modest corpora)."""
+    source = open_source(input_path, text_column=text_column, errors=errors)
+    texts = []
+    for batch in iter_rows(source):
+        texts.extend(batch["text"])
+        if limit is not None and len(texts) >= limit:
+            return texts[:limit]
+    return texts

@@ -1,0 +1,1 @@
+"""Transformer blocks: encoder, decoder, ReZero and reuse variants."""

@@ -1,0 +1,99 @@
+"""The reuse transformer block: an encoder block whose attention reuses heads of a lower layer
+("Leveraging redundancy in attention with Reuse Transformers", Bhojanapalli et al. 2021)."""
+
+import keras
+
+from nlpkit.errors import NlpkitError
+from nlpkit.layers.blocks.encoder import TransformerEncoderBlock
+
+# Fixed by this block: the attention is always ReuseMultiHeadAttention and the scores are
+# always returned (the next block needs them).
+_FIXED_ARGUMENTS = ("attention_type", "attention_kwargs", "return_attention_scores")
+
+
+@keras.saving.register_keras_serializable(package="nlpkit")
+class ReuseTransformer(TransformerEncoderBlock):
+    """`TransformerEncoderBlock` with `ReuseMultiHeadAttention`, passing attention scores upward.
+
+    The block takes the attention probabilities of the block below, reuses the first
+    `reuse_attention` heads of them, computes the other heads afresh, and returns its own
+    `[B, N, T, S]` probabilities for the block above. Stack them as
+    `x, scores = block_1(x, mask)`, `x, scores = block_2(x, mask, reuse_attention_scores=scores)`.
+
+    Args:
+      reuse_attention: number of heads to reuse (0 = none, -1 = all); see `ReuseMultiHeadAttention`.
+      Everything else as `TransformerEncoderBlock` (num_attention_heads, inner_dim,
+      inner_activation, key_dim, value_dim, output_last_dim, norm_first, norm_epsilon,
+      output_dropout, attention_dropout, inner_dropout, use_query_residual, use_bias,
+      kernel_initializer, bias_initializer, feedforward_type), except `attention_type`,
+      `attention_kwargs` and `return_attention_scores`, which this block fixes.
+
+    Call: `block(inputs, attention_mask=None, reuse_attention_scores=None, key_value=None,
+    output_range=None, training=None)`; inputs `[B, T, D]`, attention_mask `[B, T, S]` or a `[B, S]`
+    padding mask, reuse_attention_scores `[B, N', T, S]` (required when reuse_attention != 0),
+    key_value `[B, S, D]` for cross-attention, output_range k computes the first k positions only.
+    Output: `(outputs [B, T, D], scores [B, N, T, S])`.
+    """
+
+    def __init__(self, num_attention_heads, inner_dim, inner_activation, reuse_attention=0, **kwargs):
+        fixed = [name for name in _FIXED_ARGUMENTS if name in kwargs]
+        if fixed:
+            raise NlpkitError(
+                f"ReuseTransformer fixes {', '.join(fixed)}",
+                hint="use TransformerEncoderBlock for another attention or without returned scores",
+            )
+        super().__init__(
+            num_attention_heads,
+            inner_dim,
+            inner_activation,
+            attention_type="reuse",
+            attention_kwargs={"reuse_attention": reuse_attention},
+            return_attention_scores=True,
+            **kwargs,
+        )
+        self.reuse_attention = reuse_attention
+
+    def call(
+        self,
+        inputs,
+        attention_mask=None,
+        reuse_attention_scores=None,
+        key_value=None,
+        output_range=None,
+        training=None,
+    ):
+        normed = self._pre_norm(inputs, self.attention_layer_norm)
+        key_value = normed if key_value is None else key_value
+        query, source, attention_mask = normed, inputs, self._standard_mask(attention_mask, inputs)
+        if output_range is not None:
+            query, source = query[:, :output_range], source[:, :output_range]
+            if attention_mask is not None:
+                attention_mask = attention_mask[:, :output_range]
+            if reuse_attention_scores is not None:
+                reuse_attention_scores = reuse_attention_scores[:, :, :output_range]
+        attention_output, scores = self.attention(
+            query,
+            key_value,
+            attention_mask=attention_mask,
+            reuse_attention_scores=reuse_attention_scores,
+            return_attention_scores=True,
+            training=training,
+        )
+        attention_output = self.output_dropout_layer(attention_output, training=training)
+        if self.use_query_residual:
+            attention_output = self._residual(source, attention_output, "attention")
+        attention_output = self._post_norm(attention_output, self.attention_layer_norm)
+        ffn_output = self.feedforward(self._pre_norm(attention_output, self.output_layer_norm), training=training)
+        ffn_output = self.output_dropout_layer(ffn_output, training=training)
+        outputs = self._residual(attention_output, ffn_output, "feedforward")
+        return self._post_norm(outputs, self.output_layer_norm), scores
+
+    def compute_output_spec(self, inputs, reuse_attention_scores=None, **kwargs):
+        return super().compute_output_spec(inputs, **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        for name in _FIXED_ARGUMENTS:
+            config.pop(name)
+        config["reuse_attention"] = self.reuse_attention
+        return config

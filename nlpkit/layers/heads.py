@@ -1,0 +1,230 @@
+"""Output heads: masked language model, classification, and dual-encoder scores with a margin."""
+
+import keras
+from keras import ops
+
+from nlpkit.errors import NlpkitError
+from nlpkit.layers.feedforward import clone_initializer
+
+_MASKED_LM_OUTPUTS = ("logits", "predictions")
+
+
+@keras.saving.register_keras_serializable(package="nlpkit")
+class MaskedLM(keras.layers.Layer):
+    """Masked-LM head whose output projection is tied to a token embedding table.
+
+    At the masked positions: `h = LayerNorm(act(x W + b))`, `logits = h E^T + bias`, where E is the
+    `[V, W]` table of `embedding_layer` (read at call time, so the head and the embedding train
+    one shared table).
+
+    Tied weights survive saving: the config holds the embedding layer itself, and Keras'
+    `.keras` saving serialises an object shared by several layers once and gives every user the
+    same object back on loading, so a functional model holding the embedding layer and this
+    head is loaded with the tie intact (tested). Two cases break that sharing, and the model must
+    then re-tie on loading by building the head from its embedding layer again (as
+    `MaskedLMPretrainer.from_config` does): a head rebuilt from its config alone (it gets its own
+    copy of the embedding), and an embedding inside a *nested* functional model (Keras deep-copies
+    a nested model's config, so the mark that says "shared" never reaches it).
+
+    Args:
+      embedding_layer: the layer that owns the table, exposing `.embeddings` `[V, W]` (an
+        `OnDeviceEmbedding`); it must be built (called once) before the head is built.
+      activation: activation of the transform before the projection.
+      initializer: initializer of the transform's kernel.
+      output_type: "logits" or "predictions" (log-probabilities, float32). (Named `output` in
+        older catalogues; `output` is taken by Keras layers.)
+      norm_epsilon: epsilon of the transform's layer norm.
+
+    Call: `head(sequence_output, masked_positions)`; sequence_output `[B, T, D]`,
+    masked_positions int `[B, P]` (indices into T). Output `[B, P, V]`.
+    """
+
+    def __init__(
+        self,
+        embedding_layer,
+        activation="gelu",
+        initializer="glorot_uniform",
+        output_type="logits",
+        norm_epsilon=1e-12,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if output_type not in _MASKED_LM_OUTPUTS:
+            raise NlpkitError(
+                f"MaskedLM: output_type={output_type!r} is not supported",
+                hint=f"use one of {', '.join(_MASKED_LM_OUTPUTS)}",
+            )
+        self.embedding_layer = embedding_layer
+        self.activation = keras.activations.get(activation)
+        self.initializer = keras.initializers.get(initializer)
+        self.output_type = output_type
+        self.norm_epsilon = norm_epsilon
+
+    def build(self, sequence_output_shape, masked_positions_shape=None):
+        table = getattr(self.embedding_layer, "embeddings", None)
+        if table is None:
+            raise NlpkitError(
+                "MaskedLM: the embedding layer has no table yet",
+                hint="call (or build) the embedding layer before the head",
+            )
+        vocab_size, width = table.shape
+        self.transform = keras.layers.Dense(
+            width,
+            activation=self.activation,
+            kernel_initializer=clone_initializer(self.initializer),
+            dtype=self.dtype_policy,
+            name="transform",
+        )
+        self.transform.build(sequence_output_shape)
+        self.layer_norm = keras.layers.LayerNormalization(
+            epsilon=self.norm_epsilon, dtype=self.dtype_policy, name="layer_norm"
+        )
+        self.layer_norm.build((*sequence_output_shape[:-1], width))
+        self.bias = self.add_weight(name="output_bias", shape=(vocab_size,), initializer="zeros")
+
+    def call(self, sequence_output, masked_positions):
+        positions = ops.expand_dims(ops.cast(masked_positions, "int32"), axis=-1)
+        gathered = ops.take_along_axis(sequence_output, positions, axis=1)  # [B, P, D]
+        hidden = self.layer_norm(self.transform(gathered))
+        table = ops.cast(self.embedding_layer.embeddings, hidden.dtype)
+        logits = ops.matmul(hidden, ops.transpose(table)) + ops.cast(self.bias, hidden.dtype)
+        if self.output_type == "predictions":
+            return ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
+        return logits
+
+    def compute_output_shape(self, sequence_output_shape, masked_positions_shape):
+        return (*masked_positions_shape, self.embedding_layer.embeddings.shape[0])
+
+    def compute_output_spec(self, sequence_output, masked_positions):
+        dtype = "float32" if self.output_type == "predictions" else self.compute_dtype
+        return keras.KerasTensor(self.compute_output_shape(sequence_output.shape, masked_positions.shape), dtype=dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            embedding_layer=keras.saving.serialize_keras_object(self.embedding_layer),
+            activation=keras.activations.serialize(self.activation),
+            initializer=keras.initializers.serialize(self.initializer),
+            output_type=self.output_type,
+            norm_epsilon=self.norm_epsilon,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config, embedding_layer=keras.saving.deserialize_keras_object(config["embedding_layer"]))
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="nlpkit")
+class ClassificationHead(keras.layers.Layer):
+    """Pools one token (CLS) and classifies it: `logits = dropout(act(x_cls W)) V`.
+
+    Args:
+      inner_dim: size of the pooling projection (0 = no projection: classify x_cls directly).
+      num_classes: number of output logits.
+      cls_token_idx: the position that is pooled.
+      activation: activation of the pooling projection.
+      dropout_rate: dropout rate after the pooling projection.
+      initializer: initializer of both kernels.
+
+    Call: `head(sequence_output, training=None)`; sequence_output `[B, T, D]`.
+    Output: logits `[B, num_classes]`.
+    """
+
+    def __init__(
+        self,
+        inner_dim,
+        num_classes,
+        cls_token_idx=0,
+        activation="tanh",
+        dropout_rate=0.0,
+        initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.inner_dim = inner_dim
+        self.num_classes = num_classes
+        self.cls_token_idx = cls_token_idx
+        self.activation = keras.activations.get(activation)
+        self.dropout_rate = dropout_rate
+        self.initializer = keras.initializers.get(initializer)
+        self.pooler = None
+        if inner_dim:
+            self.pooler = self._dense(inner_dim, "pooler", self.activation)
+        self.dropout = keras.layers.Dropout(dropout_rate, dtype=self.dtype_policy)
+        self.classifier = self._dense(num_classes, "logits")
+
+    def _dense(self, units, name, activation=None):
+        return keras.layers.Dense(
+            units,
+            activation=activation,
+            kernel_initializer=clone_initializer(self.initializer),
+            dtype=self.dtype_policy,
+            name=name,
+        )
+
+    def build(self, input_shape):
+        pooled_shape = (input_shape[0], input_shape[-1])
+        if self.pooler is not None:
+            self.pooler.build(pooled_shape)
+            pooled_shape = (input_shape[0], self.inner_dim)
+        self.classifier.build(pooled_shape)
+
+    def call(self, sequence_output, training=None):
+        pooled = sequence_output[:, self.cls_token_idx, :]
+        if self.pooler is not None:
+            pooled = self.pooler(pooled)
+        return self.classifier(self.dropout(pooled, training=training))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.num_classes)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            inner_dim=self.inner_dim,
+            num_classes=self.num_classes,
+            cls_token_idx=self.cls_token_idx,
+            activation=keras.activations.serialize(self.activation),
+            dropout_rate=self.dropout_rate,
+            initializer=keras.initializers.serialize(self.initializer),
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="nlpkit")
+class MatMulWithMargin(keras.layers.Layer):
+    """In-batch dual-encoder scores with an additive margin on the matching pairs.
+
+    `left_logits = logit_scale * (L R^T - logit_margin * I)`: row i scores left item i against
+    every right item of the batch, with the true pair (the diagonal) made harder by the margin
+    ("additive margin softmax"). `right_logits` is its transpose.
+
+    Args:
+      logit_scale: multiplier of the scores (inverse temperature).
+      logit_margin: subtracted from the diagonal before scaling.
+
+    Call: `layer(left_encodings, right_encodings)`; both `[B, D]`.
+    Output: `(left_logits, right_logits)`, both `[B, B]`.
+    """
+
+    def __init__(self, logit_scale=1.0, logit_margin=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.logit_scale = logit_scale
+        self.logit_margin = logit_margin
+
+    def call(self, left_encodings, right_encodings):
+        scores = ops.matmul(left_encodings, ops.transpose(right_encodings))
+        margin = self.logit_margin * ops.eye(ops.shape(scores)[0], dtype=scores.dtype)
+        left_logits = self.logit_scale * (scores - margin)
+        return left_logits, ops.transpose(left_logits)
+
+    def compute_output_shape(self, left_encodings_shape, right_encodings_shape):
+        left, right = left_encodings_shape[0], right_encodings_shape[0]
+        return (left, right), (right, left)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(logit_scale=self.logit_scale, logit_margin=self.logit_margin)
+        return config

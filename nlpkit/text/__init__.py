@@ -1,0 +1,6 @@
+"""Text pipeline (TensorFlow-only): WordPiece / SentencePiece tokenizers, BERT input packing, vocab training.
+
+Modules: wordpiece (WordPieceTokenizer, BertTokenizer layer), sentencepiece (SentencePieceTokenizer,
+SentencepieceTokenizer layer), packing (pack_inputs, BertPackInputs layer), vocab (loading, checks),
+vocab_training, masking (MLM). Import from those modules; this package imports nothing so it stays cheap.
+"""

@@ -1,0 +1,64 @@
+"""Loading and checking vocabularies: a WordPiece vocab.txt or a SentencePiece .model file.
+
+`load_tokenizer(path)` picks the tokenizer from the file: `.model` (also `.model.v1`) -> SentencePiece, anything else ->
+WordPiece vocab (one token per line). Every problem becomes one NlpkitError line naming the file.
+"""
+
+import hashlib
+from pathlib import Path
+
+from nlpkit.errors import NlpkitError
+
+
+def _read_lines(path):
+    path = Path(path)
+    if not path.exists():
+        raise NlpkitError(f"vocab file {path} does not exist", hint="pass --vocab PATH of a vocab.txt or .model file")
+    if path.is_dir():
+        raise NlpkitError(f"vocab {path} is a folder", hint="pass the vocab.txt or .model file inside it")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise NlpkitError(f"vocab file {path} is not UTF-8 text (byte {err.start})", hint="pass a vocab.txt")
+    return text.splitlines()
+
+
+def load_wordpiece_vocab(vocabulary, *, required=()):
+    """A list of tokens from a vocab.txt path or a list; checks it is non-empty and holds `required`."""
+    where = "vocabulary" if isinstance(vocabulary, (list, tuple)) else f"vocab file {vocabulary}"
+    tokens = list(vocabulary) if isinstance(vocabulary, (list, tuple)) else _read_lines(vocabulary)
+    tokens = [token.strip() for token in tokens]
+    # Original BERT vocabs end with a newline; trailing blank lines are not tokens.
+    while tokens and not tokens[-1]:
+        tokens.pop()
+    if not tokens:
+        raise NlpkitError(f"{where} is empty", hint="train one with: nlpkit vocab CORPUS --output vocab.txt")
+    missing = [token for token in required if token not in set(tokens)]
+    if missing:
+        raise NlpkitError(
+            f"{where} lacks the special tokens {', '.join(missing)}",
+            hint="a BERT vocab needs [PAD], [UNK], [CLS] and [SEP]; nlpkit vocab adds them",
+        )
+    return tokens
+
+
+def file_checksum(path):
+    """sha256 of a file, as 'sha256:HEX' (recorded in manifests to pair ids with their vocab)."""
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return f"sha256:{digest}"
+
+
+def is_sentencepiece(path):
+    """A SentencePiece model file: NAME.model or NAME.model.SOMETHING (e.g. tokenizer.model.v1)."""
+    return ".model" in Path(path).suffixes
+
+
+def load_tokenizer(path, *, lower_case=True, **options):
+    """The tokenizer for a vocab file: SentencePiece for a .model, WordPiece for a vocab.txt."""
+    if is_sentencepiece(path):
+        from nlpkit.text.sentencepiece import SentencePieceTokenizer
+
+        return SentencePieceTokenizer(path, **options)
+    from nlpkit.text.wordpiece import WordPieceTokenizer
+
+    return WordPieceTokenizer(path, lower_case=lower_case, **options)

@@ -1,0 +1,1 @@
+"""Training: pretraining and fine-tuning loops, optimizers and schedules, strategies, checkpoints, metrics."""

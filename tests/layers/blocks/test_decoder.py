@@ -1,0 +1,153 @@
+import keras
+import numpy as np
+import pytest
+
+from nlpkit.layers.blocks.decoder import TransformerDecoderBlock, TransformerDecoderLayer
+from tests.layers import reference
+from tests.layers.blocks.block_reference import feedforward, layer_norm
+from tests.layers.harness import check_layer
+from tests.layers.properties import assert_causal
+
+rng = np.random.default_rng(0)
+B, T, S, D, N = 2, 5, 4, 8, 2
+CAUSAL = np.tril(np.ones((T, T), bool))[None]
+
+
+def _inputs():
+    x = rng.normal(size=(B, T, D)).astype("float32")
+    memory = rng.normal(size=(B, S, 6)).astype("float32")
+    memory_padding = np.array([[1, 1, 1, 1], [1, 1, 0, 0]], bool)
+    return x, memory, memory_padding
+
+
+def _block(norm_first=False, cls=TransformerDecoderBlock, **kwargs):
+    return cls(num_attention_heads=N, inner_dim=16, inner_activation="relu", norm_first=norm_first, **kwargs)
+
+
+def _decoder_reference(block, x, memory, self_mask, cross_mask):
+    """NumPy: causal self-attention, cross-attention, feed-forward; residuals and norms (pre or post)."""
+
+    def sublayer(h, norm, transform):
+        out = h + transform(layer_norm(h, norm) if block.norm_first else h)
+        return out if block.norm_first else layer_norm(out, norm)
+
+    def attend(attention, mask):
+        return lambda q, kv=None: reference.multi_head_attention(
+            q, q if kv is None else kv, *reference.mha_weights(attention), mask=mask
+        )[0]
+
+    h = sublayer(np.asarray(x, np.float64), block.self_attention_layer_norm, attend(block.self_attention, self_mask))
+    cross = attend(block.cross_attention, cross_mask)
+    h = sublayer(h, block.cross_attention_layer_norm, lambda q: cross(q, memory))
+    return sublayer(h, block.output_layer_norm, lambda q: feedforward(q, block.feedforward, "relu"))
+
+
+def test_contract(tmp_path):
+    x, memory, memory_padding = _inputs()
+    check_layer(
+        TransformerDecoderBlock,
+        dict(
+            num_attention_heads=N,
+            inner_dim=16,
+            inner_activation="gelu",
+            norm_first=True,
+            output_dropout=0.1,
+            attention_dropout=0.1,
+            inner_dropout=0.1,
+            key_dim=3,
+            norm_epsilon=1e-6,
+        ),
+        args=[x, memory],
+        kwargs=dict(
+            self_attention_mask=np.ones((B, T, T), "float32"),
+            cross_attention_mask=memory_padding.astype("float32"),
+        ),
+        tmp_path=tmp_path,
+        expected_shapes=[(B, T, D)],
+    )
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_matches_numpy_reference(norm_first):
+    x, memory, memory_padding = _inputs()
+    self_padding = np.array([[1, 1, 1, 1, 1], [0, 1, 1, 1, 1]], bool)  # row 1: first token is padding
+    block = _block(norm_first)
+    out = block(x, memory, self_attention_mask=self_padding[:, None], cross_attention_mask=memory_padding)
+    want = _decoder_reference(block, x, memory, CAUSAL & self_padding[:, None], memory_padding[:, None])
+    np.testing.assert_allclose(np.asarray(out), want, atol=1e-5)
+
+
+def test_causal_perturbing_later_tokens_leaves_earlier_outputs_unchanged():
+    x, memory, _ = _inputs()
+    block = _block()
+    assert_causal(lambda x: block(x, memory), x, first_changed=3)
+
+
+def test_padding_invariance_and_masked_memory_gets_zero_probability():
+    x, memory, memory_padding = _inputs()
+    block = _block()
+    out = np.asarray(block(x, memory, cross_attention_mask=memory_padding))
+    changed = memory.copy()
+    changed[1, 2:] = rng.normal(size=changed[1, 2:].shape) * 100
+    np.testing.assert_allclose(np.asarray(block(x, changed, cross_attention_mask=memory_padding)), out, atol=1e-5)
+    _, probs = block.cross_attention(x, memory, attention_mask=memory_padding[:, None], return_attention_scores=True)
+    assert np.max(np.abs(np.asarray(probs)[1, ..., 2:])) == 0.0
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("static", [False, True])
+def test_cached_step_by_step_decoding_equals_full_pass(norm_first, static):
+    x, memory, memory_padding = _inputs()
+    block = _block(norm_first)
+    full = np.asarray(block(x, memory, cross_attention_mask=memory_padding))
+    key_dim = D // N
+    length = T if static else 0
+    cache = {name: np.zeros((B, length, N, key_dim), "float32") for name in ("key", "value")}
+    steps = []
+    for t in range(T):
+        step_mask = np.ones((B, 1, T if static else t + 1), "float32")
+        out, cache = block(
+            x[:, t : t + 1],
+            memory,
+            self_attention_mask=step_mask,
+            cross_attention_mask=memory_padding,
+            cache=cache,
+            decode_loop_step=t if static else None,
+        )
+        steps.append(np.asarray(out))
+    np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-5)
+    assert tuple(cache["key"].shape) == (B, T, N, key_dim)
+
+
+def test_the_older_name_is_the_same_block_and_round_trips():
+    assert issubclass(TransformerDecoderLayer, TransformerDecoderBlock)
+    x, memory, _ = _inputs()
+    old, new = _block(cls=TransformerDecoderLayer), _block()
+    old(x, memory)
+    new(x, memory)
+    new.set_weights(old.get_weights())
+    np.testing.assert_allclose(np.asarray(new(x, memory)), np.asarray(old(x, memory)), atol=1e-6)
+    layer = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(old))
+    assert type(layer) is TransformerDecoderLayer and layer.get_config() == old.get_config()
+
+
+def test_symbolic_call_with_a_growing_cache_gives_the_cache_shapes():
+    block = _block()
+    step, memory = keras.Input(shape=(1, D)), keras.Input(shape=(S, 6))
+    cache = {name: keras.Input(shape=(3, N, D // N)) for name in ("key", "value")}
+    out, new_cache = block(step, memory, cache=cache)
+    assert tuple(out.shape) == (None, 1, D)
+    assert tuple(new_cache["key"].shape) == (None, 4, N, D // N)
+
+
+def test_cached_decoding_under_mixed_precision_stays_close_to_float32():
+    x, memory, _ = _inputs()
+    exact = _block()
+    want = np.asarray(exact(x, memory))
+    mixed = _block(dtype="mixed_bfloat16")
+    mixed(x, memory)
+    mixed.set_weights(exact.get_weights())
+    cache = {name: np.zeros((B, T, N, D // N), "float32") for name in ("key", "value")}
+    for t in range(T):
+        out, cache = mixed(x[:, t : t + 1], memory, cache=cache, decode_loop_step=t)
+        np.testing.assert_allclose(np.asarray(out, "float32"), want[:, t : t + 1], atol=0.1)
