@@ -7,16 +7,27 @@ from rich.table import Table
 
 from commands.common import STATE, console, info, progress
 
+DATA_HELP = (
+    "Text file or folder (one sentence per line, blank line between documents); a csv/tsv/json/jsonl/parquet "
+    "file (one document per row of --text-column, a sentence per line); or a folder written by nlpkit tokenize."
+)
+
 
 def pretrain(
-    data: Path = typer.Option(..., "--data", help="Text file or folder: one sentence per line, blank line between documents."),
+    data: Path = typer.Option(..., "--data", help=DATA_HELP),
     output: Path = typer.Option(..., "--output", help="Run directory; a model directory when training ends."),
     preset: str = typer.Option(None, "--preset", help="Encoder preset name or config file (JSON/YAML)."),
     model: Path = typer.Option(None, "--model", help="Model directory to start from (e.g. converted weights)."),
     vocab: Path = typer.Option(None, "--vocab", help="WordPiece vocab.txt (default: the model directory's)."),
+    text_column: str = typer.Option(None, "--text-column", help="Column of a csv/json/jsonl/parquet --data (default: text)."),
     max_steps: int = typer.Option(1000, "--max-steps", help="Optimizer updates in total."),
     batch_size: int = typer.Option(32, "--batch-size", help="Global batch (sequences per update, all replicas)."),
-    seq_length: int = typer.Option(128, "--seq-length", help="Tokens per packed sequence."),
+    seq_length: int = typer.Option(
+        None, "--seq-length", help="Tokens per packed sequence (default: the tokenized folder's, else 128)."
+    ),
+    objective: str = typer.Option(
+        "none", "--objective", help="Sentence-pair objective added to masked-LM: none|nsp (next sentence)|sop (order)."
+    ),
     max_predictions: int = typer.Option(20, "--max-predictions", help="Masked positions per sequence at most."),
     whole_word: bool = typer.Option(False, "--whole-word/--no-whole-word", help="Mask whole words."),
     learning_rate: float = typer.Option(1e-4, "--learning-rate", help="Peak learning rate (AdamW)."),
@@ -31,7 +42,11 @@ def pretrain(
     seed: int = typer.Option(None, "--seed", help="Seed of the data order, masks and initialisation (default 0)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh even if --output holds a run."),
 ):
-    """Pretrain an encoder with masked-LM on raw text."""
+    """Pretrain an encoder with masked-LM (+ optional next-sentence / sentence-order prediction).
+
+    --data is raw text, a csv/json/jsonl/parquet table, or the TFRecord folder of `nlpkit tokenize`
+    (already packed rows: masked-LM only).
+    """
     from nlpkit.training.pretrain import PretrainConfig, run_pretraining
 
     config = PretrainConfig(
@@ -40,9 +55,11 @@ def pretrain(
         preset=preset,
         model=str(model) if model else None,
         vocab=str(vocab) if vocab else None,
+        text_column=text_column,
         max_steps=max_steps,
         batch_size=batch_size,
         seq_length=seq_length,
+        objective=objective,
         max_predictions_per_seq=max_predictions,
         whole_word=whole_word,
         learning_rate=learning_rate,
@@ -78,17 +95,24 @@ def _print_summary(summary):
     if summary["start_step"]:
         info(f"resumed at step {summary['start_step']}")
     table = Table(title=f"pretrain → {summary['run']}")
-    for column in ("steps", "first loss", "last loss", "last MLM accuracy", "mean tokens/s"):
+    columns = ["steps", "first loss", "last loss", "last MLM accuracy", "mean tokens/s"]
+    sentence = bool(history) and "sentence_accuracy" in history[-1]
+    if sentence:
+        columns.insert(4, "last sentence accuracy")
+    for column in columns:
         table.add_column(column, justify="right")
     if history:
         speeds = [h["tokens_per_s"] for h in history[1:]] or [history[0]["tokens_per_s"]]
-        table.add_row(
+        row = [
             f"{summary['start_step']} → {summary['steps']}",
             f"{history[0]['loss']:.4f}",
             f"{history[-1]['loss']:.4f}",
             f"{history[-1]['mlm_accuracy']:.3f}",
             f"{sum(speeds) / len(speeds):,.0f}",
-        )
+        ]
+        if sentence:
+            row.insert(4, f"{history[-1]['sentence_accuracy']:.3f}")
+        table.add_row(*row)
     else:
         table.add_row(str(summary["steps"]), "-", "-", "-", "already complete")
     console.print(table)

@@ -48,7 +48,7 @@ def tokenize(
     tokenizer = load_tokenizer(vocab, lower_case=lower_case, **options)
     check_output(output, format, force)  # last check: it may create the output's parent folder
     if preview:
-        _print_preview(source, tokenizer, preview)
+        _print_preview(source, tokenizer, preview, seq_length)
     with progress("lines") as bar:
         task = bar.add_task("tokenize", total=None, rate="")
 
@@ -67,8 +67,8 @@ def tokenize(
     )
 
 
-def _print_preview(source, tokenizer, count):
-    """A rich table of the first `count` rows' tokens."""
+def _print_preview(source, tokenizer, count, seq_length):
+    """A rich table of the first `count` rows' tokens, each cut at `seq_length` (the rest is only counted)."""
     from rich.table import Table
 
     from nlpkit.data.pipeline import preview_tokens
@@ -85,7 +85,8 @@ def _print_preview(source, tokenizer, count):
     table.add_column("tokens", overflow="fold")
     table.add_column("n", justify="right")
     for index, (text, tokens) in enumerate(zip(texts[:count], preview_tokens(tokenizer, texts[:count])), 1):
-        table.add_row(str(index), text[:200], " ".join(tokens), str(len(tokens)))
+        shown = " ".join(tokens[:seq_length]) + (f" … (+{len(tokens) - seq_length})" if len(tokens) > seq_length else "")
+        table.add_row(str(index), text[:200], shown, str(len(tokens)))
     console.print(table)
 
 

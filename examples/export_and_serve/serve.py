@@ -21,7 +21,8 @@ def main(saved_model, texts):
     with open(f"{saved_model}/assets.extra/nlpkit.json", encoding="utf-8") as handle:
         names = json.load(handle)["labels"]
     for text, label, probabilities in zip(texts, labels, outputs["probabilities"].numpy()):
-        print(json.dumps({"text": text, "label": label, "probabilities": dict(zip(names, probabilities.round(4).tolist()))}))
+        by_label = {name: round(float(p), 4) for name, p in zip(names, probabilities)}
+        print(json.dumps({"text": text, "label": label, "probabilities": by_label}))
     assert not any(name.split(".")[0] == "nlpkit" for name in sys.modules), "nlpkit is not needed to serve"
 
 

@@ -57,8 +57,12 @@ def _batches_with_failure(source, batch_size, labels, failure):
         failure.append(err)
 
 
-def packed_dataset(source, tokenizer, *, seq_length, truncation, batch_size=1024, labels=None, failure=None):
-    """A tf.data.Dataset of packed batches (numpy-ready dicts) plus per-batch statistics."""
+def packed_dataset(source, tokenizer, *, seq_length, truncation, batch_size=1024, labels=None, failure=None,
+                   serialize=False):
+    """A tf.data.Dataset of packed batches (numpy-ready dicts) plus per-batch statistics.
+
+    With `serialize`, each batch also holds "records": its rows as serialized tf.train.Example strings.
+    """
     num_segments = 2 if source.pair_column else 1
     check_seq_length(seq_length, num_segments)
     labels = labels if labels is not None else LabelEncoder()
@@ -86,11 +90,18 @@ def packed_dataset(source, tokenizer, *, seq_length, truncation, batch_size=1024
             packed["bytes"] += tf.reduce_sum(tf.strings.length(batch["pair"], unit="BYTE"), keepdims=True)
         if "label" in batch:
             packed["label"] = batch["label"]
+        if serialize:
+            packed["records"] = records.serialize_examples(
+                {name: packed[name] for name in (*records.FEATURES, "label") if name in packed}
+            )
         return packed
 
     dataset = tf.data.Dataset.from_generator(
         lambda: _batches_with_failure(source, batch_size, labels, failure), output_signature=signature
     )
+    # Plain TensorFlow ops: AutoGraph's source conversion of every function `encode` calls would
+    # only cost seconds at start-up.
+    encode = tf.autograph.experimental.do_not_convert(encode)
     return dataset.map(encode, num_parallel_calls=2, deterministic=True).prefetch(2)
 
 
@@ -176,7 +187,7 @@ def tokenize_to_disk(
     labels, failure, stats = LabelEncoder(), [], Statistics()
     dataset = packed_dataset(
         source, tokenizer, seq_length=seq_length, truncation=truncation, batch_size=batch_size,
-        labels=labels, failure=failure,
+        labels=labels, failure=failure, serialize=fmt == "tfrecord",
     )
     check_output(output, fmt, force)
     context = atomic_dir(output, overwrite=True) if fmt == "tfrecord" else atomic_file(output)
@@ -185,7 +196,7 @@ def tokenize_to_disk(
         writer = records.JsonLinesWriter(handle) if handle else records.ShardedRecordWriter(tmp, rows_per_shard)
         try:
             for batch in dataset.as_numpy_iterator():
-                writer.write_batch(batch, batch.get("label"))
+                writer.write_batch(batch)
                 stats.add(batch, num_segments)
                 if on_batch:
                     on_batch(stats)

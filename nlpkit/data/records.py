@@ -22,20 +22,34 @@ FEATURES = ("input_word_ids", "input_mask", "input_type_ids")
 ROWS_PER_SHARD = 100_000
 
 
-class ExampleSerializer:
-    """Serializes rows as tf.train.Example bytes, refilling one proto (4x faster than a new proto per row)."""
+def serialize_examples(features):
+    """[B] serialized tf.train.Example strings of a batch: `features` maps names to int [B, T] or [B] tensors.
 
-    def __init__(self, has_label):
-        self._example = tf.train.Example()
-        names = FEATURES + (("label",) if has_label else ())
-        self._values = [self._example.features.feature[name].int64_list.value for name in names]
+    Built in the graph with `tf.io.encode_proto` from TensorFlow's own Example descriptors, one
+    nested message level at a time, so a tf.data map serializes whole batches on both cores instead
+    of filling one protobuf per row in Python.
+    """
+    names = sorted(features)
+    batch = tf.shape(features[names[0]])[0]
+    entries = [_feature_entry(name, features[name], batch) for name in names]
+    maps = _encode("tensorflow.Features", batch, feature=(tf.stack(entries, axis=1), len(names)))
+    return _encode("tensorflow.Example", batch, features=(maps[:, None], 1))
 
-    def __call__(self, *columns):
-        """columns: word ids, mask, type ids (int sequences) and, if has_label, the label (an int)."""
-        for values, column in zip(self._values, columns):
-            del values[:]
-            values.extend(column if isinstance(column, list) else [int(column)])
-        return self._example.SerializeToString()
+
+def _feature_entry(name, values, batch):
+    """Serialized Features.FeatureEntry {key: name, value: Feature{int64_list}} of each row."""
+    values = tf.cast(tf.reshape(values, [batch, -1]), tf.int64)
+    int64_lists = _encode("tensorflow.Int64List", batch, value=(values, tf.shape(values)[1]))
+    feature = _encode("tensorflow.Feature", batch, int64_list=(int64_lists[:, None], 1))
+    return _encode("tensorflow.Features.FeatureEntry", batch, key=(tf.fill([batch, 1], name), 1),
+                   value=(feature[:, None], 1))
+
+
+def _encode(message_type, batch, **fields):
+    """One message per row; fields: name -> ([B, n] values, n values per row)."""
+    names = list(fields)
+    sizes = tf.stack([tf.fill([batch], fields[name][1]) for name in names], axis=1)
+    return tf.io.encode_proto(sizes, [fields[name][0] for name in names], names, message_type)
 
 
 class ShardedRecordWriter:
@@ -46,7 +60,6 @@ class ShardedRecordWriter:
         self.rows_per_shard = rows_per_shard
         self.shards = []  # [(file name, rows)]
         self._writer = None
-        self._serializers = {}  # has_label -> ExampleSerializer
 
     def _next_shard(self):
         self.close()
@@ -54,16 +67,12 @@ class ShardedRecordWriter:
         self._writer = tf.io.TFRecordWriter(str(self.folder / name))
         self.shards.append([name, 0])
 
-    def write_batch(self, packed, labels=None):
-        """packed: dict of [B, T] int arrays; labels: [B] ints or None."""
-        columns = [packed[name].tolist() for name in FEATURES]
-        if labels is not None:
-            columns.append(labels.tolist() if hasattr(labels, "tolist") else list(labels))
-        serialize = self._serializers.setdefault(labels is not None, ExampleSerializer(labels is not None))
-        for row in zip(*columns):
+    def write_batch(self, batch):
+        """batch: a packed batch whose "records" are serialized tf.train.Example strings (`serialize_examples`)."""
+        for record in batch["records"]:
             if self._writer is None or self.shards[-1][1] >= self.rows_per_shard:
                 self._next_shard()
-            self._writer.write(serialize(*row))
+            self._writer.write(record)
             self.shards[-1][1] += 1
 
     def close(self):
@@ -78,8 +87,10 @@ class JsonLinesWriter:
     def __init__(self, handle):
         self.handle = handle
 
-    def write_batch(self, packed, labels=None):
-        columns = [packed[name].tolist() for name in FEATURES]
+    def write_batch(self, batch):
+        """batch: dict of packed [B, T] int arrays (and [B] "label")."""
+        columns = [batch[name].tolist() for name in FEATURES]
+        labels = batch.get("label")
         for row, values in enumerate(zip(*columns)):
             record = dict(zip(FEATURES, values))
             if labels is not None:

@@ -18,6 +18,12 @@ def _make_head(head, num_classes, inner_dim, dropout_rate, head_kwargs, dtype):
     if head == "sngp":
         from nlpkit.layers.gaussian_process import GaussianProcessClassificationHead
 
+        # The training loop resets the precision matrix every epoch, so it can be the exact sum over
+        # one epoch's features (momentum < 0). A moving average with momentum 0.999 would stay near
+        # its ridge prior over a fine-tuning epoch of a few hundred steps, and the variance would
+        # then barely depend on the input.
+        gp_layer_kwargs = {"gp_cov_momentum": -1.0, **head_kwargs.get("gp_layer_kwargs", {})}
+        head_kwargs = {**head_kwargs, "gp_layer_kwargs": gp_layer_kwargs}
         return GaussianProcessClassificationHead(
             inner_dim=inner_dim, num_classes=num_classes, dropout_rate=dropout_rate, **head_kwargs, dtype=dtype
         )

@@ -192,6 +192,7 @@ def mask_dataset(dataset, masker, seed, skip=0):
         return masker(features, tf.stack([seed, index]))
 
     dataset = dataset.enumerate().skip(skip)
+    apply = tf.autograph.experimental.do_not_convert(apply)  # plain TF ops: AutoGraph only costs start-up time
     return dataset.map(apply, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 

@@ -38,9 +38,10 @@ def _text_dataset(batches):
 def _bert_words(batches, lower_case):
     """Chunks of BERT words (normalised, split on whitespace / punctuation / CJK) joined by spaces."""
     splitter = BasicTokenizer(lower_case=False)
-    words = _text_dataset(batches).map(
-        lambda texts: splitter.tokenize(bert_normalize(texts, lower_case=lower_case)), num_parallel_calls=2
+    split = tf.autograph.experimental.do_not_convert(  # plain TF ops: AutoGraph only costs start-up time
+        lambda texts: splitter.tokenize(bert_normalize(texts, lower_case=lower_case))
     )
+    words = _text_dataset(batches).map(split, num_parallel_calls=2)
     for batch in words.as_numpy_iterator():
         for row in batch:
             for start in range(0, len(row), _WORDS_PER_SENTENCE):

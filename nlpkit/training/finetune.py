@@ -152,6 +152,8 @@ def finetune(config, *, on_start=None, on_epoch=None, on_batch=None):
     model({name: ids[:1] for name, ids in train_x.items()})  # build, so the optimizer sees every variable
     optimizer = create_optimizer(model.trainable_variables, learning_rate=config.learning_rate, total_steps=steps,
                                  warmup_steps=int(config.warmup_fraction * steps), weight_decay=config.weight_decay)
+    # Built before fit: slots created inside fit's first trace make TensorFlow trace the step twice.
+    optimizer.build(model.trainable_variables)
     model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     callbacks = _callbacks(config, on_epoch)

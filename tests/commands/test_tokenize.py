@@ -36,6 +36,7 @@ def test_jsonl_matches_reference_in_input_order(cli, tmp_path):
     assert all(r["input_mask"] == [int(i != 0) for i in r["input_word_ids"]] for r in rows)
     assert all(r["input_type_ids"] == [0] * 32 for r in rows)
     assert "first 2 rows" in out and "michigan" in out  # the preview table of the first article
+    assert "…" in out  # the article's tokens are cut at --seq-length
 
 
 def test_tfrecord_with_pair_and_label_and_manifest(cli, tmp_path):

@@ -63,8 +63,14 @@ def _check_training_step(model, feed):
     assert any(changed), "one training step changed no trainable weight"
 
 
+def _mixed_policies():
+    # Under JAX every eager call compiles its ops afresh; the float16 path differs from bfloat16
+    # only in dtype and is covered by the TensorFlow run, so the JAX run checks bfloat16 alone.
+    return ("mixed_bfloat16",) if keras.backend.backend() == "jax" else ("mixed_bfloat16", "mixed_float16")
+
+
 def _check_mixed_precision(cls, init_kwargs, args, kwargs, static_kwargs):
-    for policy in ("mixed_bfloat16", "mixed_float16"):
+    for policy in _mixed_policies():
         layer = cls(**init_kwargs, dtype=policy)
         outputs = layer(*args, **kwargs, **static_kwargs)
         for out in _flat(outputs):

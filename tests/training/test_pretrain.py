@@ -3,7 +3,6 @@
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 
@@ -133,29 +132,4 @@ def test_cli_tpu_without_tpu_is_one_red_line(corpus, tmp_path):
     assert len(lines) == 1 and "--tpu local" in lines[0] and "no TPU" in lines[0]
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_workers_on_loopback_complete_a_run(corpus, tmp_path):
-    ports = [_free_port(), _free_port()]
-    workers = [f"127.0.0.1:{port}" for port in ports]
-    command = [
-        sys.executable, "-m", "commands.main", "pretrain", "--data", str(corpus / "news.txt"),
-        "--output", str(tmp_path / "run"), "--preset", str(corpus / "micro.json"), "--vocab", str(bert_vocab_path()),
-        "--max-steps", "3", "--batch-size", "8", "--seq-length", "32", "--checkpoint-every", "3",
-        "--strategy", "multi-worker",
-    ]  # fmt: skip
-    processes = []
-    for index in range(2):
-        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "COLUMNS": "200"}
-        processes.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    outputs = [process.communicate(timeout=400) for process in processes]
-    for process, (out, err) in zip(processes, outputs):
-        assert process.returncode == 0, err[-2000:]
-    assert "2 replica(s) x 4 = global batch 8" in outputs[0][0]
-    assert (tmp_path / "run" / "config.json").is_file()  # the chief wrote the model directory
-    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step-000003"]
+# Two workers on loopback: tests/examples/test_examples.py::test_two_worker_training runs them.
