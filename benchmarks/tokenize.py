@@ -101,7 +101,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=float, default=20.0, help="corpus size in MB")
     parser.add_argument("--seq-length", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--batch-size", type=int, default=256, help="rows a batch (nlpkit tokenize's default)")
     parser.add_argument("--format", default="tfrecord", choices=["tfrecord", "jsonl"])
     args = parser.parse_args()
 

@@ -179,10 +179,9 @@ def iter_rows(source, batch_size=1024):
     """
     if not source.checked:
         _check_files(source)
-    dataset = _load_streaming(source)
     rows = 0
     try:
-        for batch in dataset.iter(batch_size=batch_size):
+        for batch in _raw_batches(source, batch_size):
             if rows == 0:
                 _check_columns(source, batch)
             out = {"text": [_as_text(v) for v in batch[source.text_column]]}
@@ -204,6 +203,29 @@ def iter_rows(source, batch_size=1024):
                           hint="check the file format") from None
     if rows == 0:
         raise NlpkitError(f"input {source.name} has no text rows", hint="pass a non-empty file")
+
+
+def _raw_batches(source, batch_size):
+    """Batches (dicts of column lists) as `datasets` reads them; plain text files are read here directly."""
+    if source.kind == "text":
+        return _text_file_batches(source, batch_size)
+    return _load_streaming(source).iter(batch_size=batch_size)
+
+
+def _text_file_batches(source, batch_size):
+    """{"text": lines} of plain text files, split as `datasets`' text builder splits them (universal
+    newlines: \n, \r\n and \r end a line), without its Arrow round trip, which made reading
+    the slowest stage of `nlpkit tokenize`."""
+    for path in source.files:
+        with open(path, encoding="utf-8", errors=source.errors) as handle:
+            pending = []
+            for line in handle:
+                pending.append(line.rstrip("\n"))
+                if len(pending) == batch_size:
+                    yield {"text": pending}
+                    pending = []
+            if pending:
+                yield {"text": pending}
 
 
 def _as_text(value):

@@ -91,15 +91,14 @@ class WordPieceTokenizer:
         self.special_tokens = tuple(special_tokens)
         self.keep_special_tokens = keep_special_tokens
         self._unk_id = self.token_to_id["[UNK]"]
-        self._fast, self._fast_by_chars = (
-            tf_text.FastBertTokenizer(
-                self.vocab,
-                token_out_type=tf.int32,
-                unknown_token="[UNK]",
-                max_bytes_per_word=max_bytes,
-                lower_case_nfd_strip_accents=False,
-            )
-            for max_bytes in (max_chars_per_word, max_chars_per_word * _MAX_BYTES_PER_CHAR)
+        # Words are capped in characters by `_mark_long_words`; the byte cap only has to let every
+        # word of at most max_chars_per_word characters through.
+        self._fast = tf_text.FastBertTokenizer(
+            self.vocab,
+            token_out_type=tf.int32,
+            unknown_token="[UNK]",
+            max_bytes_per_word=max_chars_per_word * _MAX_BYTES_PER_CHAR,
+            lower_case_nfd_strip_accents=False,
         )
         self._id_to_token = tf.constant(self.vocab)
 
@@ -134,26 +133,21 @@ class WordPieceTokenizer:
     def _tokenize_plain(self, texts):
         """WordPiece ids of [B] texts, with BERT's 100-*character* word limit.
 
-        `_fast` caps words at max_chars_per_word *bytes*, which is right for every ASCII text: a word
-        over the limit in characters is over it in bytes, and a word within it in bytes is within it in
-        characters. Only texts with non-ASCII characters that got an [UNK] can differ; those few are
-        tokenized again with long words marked by character count.
+        FastBertTokenizer caps words in bytes, so words over the limit in characters are replaced by
+        one placeholder ([UNK]) first. Only a text with a run of more non-space characters than the
+        limit can hold such a word (a word never spans a space), so batches without one skip that step.
         """
         normalized = self.normalize(texts)
-        ids = self._fast.tokenize(normalized)
-        has_unk = tf.reduce_any(tf.equal(ids, self._unk_id), axis=1)
-        suspicious = has_unk & ~tf.strings.regex_full_match(normalized, r"[\x00-\x7f]*")
-        exact = self._fast_by_chars.tokenize(self._mark_long_words(tf.boolean_mask(normalized, suspicious)))
-        # Rows of `exact` replace the suspicious rows of `ids`, in order.
-        batch = tf.shape(suspicious, out_type=tf.int64)[0]
-        positions = tf.where(
-            suspicious, batch + tf.cumsum(tf.cast(suspicious, tf.int64)) - 1, tf.range(batch, dtype=tf.int64)
-        )
-        return tf.gather(tf.concat([ids, exact], axis=0), positions)
+        long_run = tf.strings.regex_full_match(normalized, f"(?s).*\\S{{{self.max_chars_per_word + 1}}}.*")
+
+        # A cond: splitting words is slower than the whole tokenization, and is almost never needed.
+        marked = tf.cond(tf.reduce_any(long_run), lambda: self._mark_long_words(normalized), lambda: normalized)
+        return self._fast.tokenize(marked)
 
     def _mark_long_words(self, texts):
         """Replace each word longer than max_chars_per_word characters by one placeholder -> [UNK]."""
-        pieces = tf_text.regex_split(texts, _WORD_BREAK, keep_delim_regex_pattern=_WORD_BREAK)
+        # Word breaks are put between \x01 marks (a control character: none is left after normalize).
+        pieces = tf.strings.split(tf.strings.regex_replace(texts, f"({_WORD_BREAK})", "\x01\\1\x01"), "\x01")
         lengths = tf.strings.length(pieces.flat_values, unit="UTF8_CHAR")
         marked = tf.where(lengths > self.max_chars_per_word, _UNK_PLACEHOLDER, pieces.flat_values)
         return tf.strings.reduce_join(pieces.with_flat_values(marked), axis=1)
