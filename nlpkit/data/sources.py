@@ -1,6 +1,7 @@
-"""Reading text rows from local files or folders (text / csv / json(l) / parquet) through `datasets`.
+"""Reading text rows from local files or folders (text / csv / json(l) / parquet) or hub datasets.
 
-Files are streamed (`datasets` IterableDataset), so memory stays bounded however large the corpus.
+Plain text is read line by line here; other formats stream through `datasets` (an IterableDataset),
+so memory stays bounded however large the corpus.
 Every user mistake becomes one NlpkitError line: missing input, a hub name with no network, bytes
 that are not UTF-8 (naming file and line, unless errors="replace"), no rows, an unknown column.
 """
@@ -150,7 +151,7 @@ def _load_streaming(source):
                 hint="no network here? pass a local text/csv/json(l)/parquet file or folder instead",
             ) from None
     options = {}
-    if source.errors == "replace" and source.kind in ("text", "csv"):
+    if source.errors == "replace" and source.kind == "csv":
         options["encoding_errors"] = "replace"
     if source.errors == "replace" and source.kind == "json":
         # datasets only re-decodes JSON (with encoding_errors) when the encoding is not spelled "utf-8".

@@ -62,15 +62,9 @@ class ReuseTransformer(TransformerEncoderBlock):
         output_range=None,
         training=None,
     ):
-        normed = self._pre_norm(inputs, self.attention_layer_norm)
-        key_value = normed if key_value is None else key_value
-        query, source, attention_mask = normed, inputs, self._standard_mask(attention_mask, inputs)
-        if output_range is not None:
-            query, source = query[:, :output_range], source[:, :output_range]
-            if attention_mask is not None:
-                attention_mask = attention_mask[:, :output_range]
-            if reuse_attention_scores is not None:
-                reuse_attention_scores = reuse_attention_scores[:, :, :output_range]
+        query, key_value, source, attention_mask = self._attention_inputs(inputs, attention_mask, key_value, output_range)
+        if output_range is not None and reuse_attention_scores is not None:
+            reuse_attention_scores = reuse_attention_scores[:, :, :output_range]
         attention_output, scores = self.attention(
             query,
             key_value,
@@ -79,14 +73,7 @@ class ReuseTransformer(TransformerEncoderBlock):
             return_attention_scores=True,
             training=training,
         )
-        attention_output = self.output_dropout_layer(attention_output, training=training)
-        if self.use_query_residual:
-            attention_output = self._residual(source, attention_output, "attention")
-        attention_output = self._post_norm(attention_output, self.attention_layer_norm)
-        ffn_output = self.feedforward(self._pre_norm(attention_output, self.output_layer_norm), training=training)
-        ffn_output = self.output_dropout_layer(ffn_output, training=training)
-        outputs = self._residual(attention_output, ffn_output, "feedforward")
-        return self._post_norm(outputs, self.output_layer_norm), scores
+        return self._after_attention(attention_output, source, training), scores
 
     def compute_output_spec(self, inputs, reuse_attention_scores=None, **kwargs):
         return super().compute_output_spec(inputs, **kwargs)
