@@ -17,6 +17,8 @@ def finetune(
     validation: Path = typer.Option(None, "--validation", help="Labelled validation data."),
     validation_split: float = typer.Option(0.1, help="Fraction of --train held out when --validation is absent."),
     head: str = typer.Option("classification", "--head", help="classification | sngp"),
+    pooling: str = typer.Option(None, "--pooling",
+                                help="cls | mean: what the head reads (default: cls for classification, mean for sngp)."),
     epochs: int = typer.Option(3, "--epochs", min=1),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     seq_length: int = typer.Option(128, "--seq-length"),
@@ -38,7 +40,8 @@ def finetune(
 
     config = FinetuneConfig(
         train=str(train), output=str(output), model=model and str(model), preset=preset, vocab=vocab and str(vocab),
-        validation=validation and str(validation), validation_split=validation_split, head=head, epochs=epochs,
+        validation=validation and str(validation), validation_split=validation_split, head=head, pooling=pooling,
+        epochs=epochs,
         batch_size=batch_size, seq_length=seq_length, learning_rate=learning_rate, patience=patience,
         class_weights=class_weights, text_column=text_column, pair_column=pair_column, label_column=label_column,
         empty_rows=empty_rows, seed=seed, overwrite=overwrite,

@@ -1,8 +1,9 @@
 """read -> tokenize -> pack -> write: the library side of `nlpkit tokenize`.
 
-Rows stream from `datasets` in batches; a tf.data map tokenizes and packs two batches at a time
-(both cores); the main thread writes TFRecord shards or JSON lines into a temporary name that is
-renamed into place only when everything succeeded.
+Plain text files (already checked to be UTF-8) are read by tf.data itself; other rows stream from
+`datasets` in batches. A tf.data map tokenizes and packs two batches at a time (both cores); the
+main thread writes TFRecord shards or JSON lines into a temporary name that is renamed into place
+only when everything succeeded.
 """
 
 import os
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from nlpkit._tf import import_tensorflow
 from nlpkit.data import records
-from nlpkit.data.sources import iter_rows
+from nlpkit.data.sources import has_lone_carriage_return, iter_rows
 from nlpkit.errors import NlpkitError
 from nlpkit.io import atomic_dir, atomic_file
 from nlpkit.text.packing import check_seq_length, pack_inputs
@@ -21,7 +22,7 @@ tf = import_tensorflow()
 
 FORMATS = ("tfrecord", "jsonl")
 # Rows tokenized together: small enough that both cores always have a batch in flight (benchmarks/
-# tokenize.py: 256 rows of news gave 7.7 MB/s end to end, 1024 rows 5.4 MB/s).
+# tokenize.py: 256 rows of news gave 7.7 MB/s through the pipeline, 1024 rows 5.4 MB/s).
 BATCH_SIZE = 256
 
 
@@ -60,6 +61,42 @@ def _batches_with_failure(source, batch_size, labels, failure):
         failure.append(err)
 
 
+# A line Python's str.strip() would empty: ASCII and Unicode white space, \x1c-\x1f and NEL included.
+_BLANK_LINE = r"[\s\v\x{1c}-\x{1f}\x{85}\pZ]*"
+
+
+def _text_lines_dataset(source, batch_size):
+    """Batches {"text": lines} of checked plain text files, read in C++ by tf.data (no Python per line).
+
+    The same rows as `sources.iter_rows` (lines ending in \n or \r\n, blank lines dropped) for
+    files without a lone \r, which tf.data would drop instead of ending a line there.
+    """
+    lines = tf.data.TextLineDataset([str(path) for path in source.files]).batch(batch_size)
+
+    def drop_blank(batch):
+        return {"text": tf.boolean_mask(batch, ~tf.strings.regex_full_match(batch, _BLANK_LINE))}
+
+    return lines.map(tf.autograph.experimental.do_not_convert(drop_blank))
+
+
+def _read_by_tf_data(source):
+    return (source.kind == "text" and source.errors == "strict" and source.checked
+            and not any(has_lone_carriage_return(path) for path in source.files))
+
+
+def _row_dataset(source, batch_size, labels, failure):
+    if _read_by_tf_data(source):
+        return _text_lines_dataset(source, batch_size)
+    signature = {"text": tf.TensorSpec([None], tf.string)}
+    if source.pair_column:
+        signature["pair"] = tf.TensorSpec([None], tf.string)
+    if source.label_column:
+        signature["label"] = tf.TensorSpec([None], tf.int64)
+    return tf.data.Dataset.from_generator(
+        lambda: _batches_with_failure(source, batch_size, labels, failure), output_signature=signature
+    )
+
+
 def packed_dataset(source, tokenizer, *, seq_length, truncation, batch_size=BATCH_SIZE, labels=None, failure=None,
                    serialize=False):
     """A tf.data.Dataset of packed batches (numpy-ready dicts) plus per-batch statistics.
@@ -70,11 +107,6 @@ def packed_dataset(source, tokenizer, *, seq_length, truncation, batch_size=BATC
     check_seq_length(seq_length, num_segments)
     labels = labels if labels is not None else LabelEncoder()
     failure = failure if failure is not None else []
-    signature = {"text": tf.TensorSpec([None], tf.string)}
-    if source.pair_column:
-        signature["pair"] = tf.TensorSpec([None], tf.string)
-    if source.label_column:
-        signature["label"] = tf.TensorSpec([None], tf.int64)
     budget = seq_length - (num_segments + 1)
 
     def encode(batch):
@@ -99,13 +131,22 @@ def packed_dataset(source, tokenizer, *, seq_length, truncation, batch_size=BATC
             )
         return packed
 
-    dataset = tf.data.Dataset.from_generator(
-        lambda: _batches_with_failure(source, batch_size, labels, failure), output_signature=signature
-    )
+    dataset = _row_dataset(source, batch_size, labels, failure)
     # Plain TensorFlow ops: AutoGraph's source conversion of every function `encode` calls would
     # only cost seconds at start-up.
     encode = tf.autograph.experimental.do_not_convert(encode)
-    return dataset.map(encode, num_parallel_calls=2, deterministic=True).prefetch(2)
+    return without_autotune(dataset.map(encode, num_parallel_calls=2, deterministic=True).prefetch(2))
+
+
+def without_autotune(dataset):
+    """The dataset with tf.data's autotuner off: its parallelism and buffers stay as written.
+
+    With the autotuner on, about one run in three on this 2-core machine kept one core idle for the
+    whole run (raw WordPiece at 15 MB/s instead of 22-30; benchmarks/tokenize.py, 16 runs each way).
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
 
 
 class Statistics:

@@ -7,6 +7,7 @@ that are not UTF-8 (naming file and line, unless errors="replace"), no rows, an 
 """
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,6 +96,18 @@ def open_source(input_path, *, text_column=None, pair_column=None, label_column=
             hint="use csv/json/parquet input for --pair-column/--label-column",
         )
     return source
+
+
+def has_lone_carriage_return(path):
+    """Whether a file ends a line with a lone \r (old Mac style), not followed by \n."""
+    with open(path, "rb") as handle:
+        while True:
+            lines = handle.readlines(_UTF8_CHECK_BLOCK)
+            if not lines:
+                return False
+            block = b"".join(lines)
+            if b"\r" in block and re.search(rb"\r(?!\n)", block):
+                return True
 
 
 def check_utf8(path):

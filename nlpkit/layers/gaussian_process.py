@@ -17,6 +17,7 @@ import keras
 from keras import ops
 
 from nlpkit.errors import NlpkitError
+from nlpkit.layers.heads import check_pooling, pool_sequence
 from nlpkit.layers.spectral_norm import SpectralNormalization
 
 GP_KERNEL_TYPES = ("gaussian", "linear")
@@ -339,12 +340,12 @@ def mean_field_logits(logits, covariance=None, mean_field_factor=DEFAULT_MEAN_FI
 
 @keras.saving.register_keras_serializable(package="nlpkit")
 class GaussianProcessClassificationHead(keras.layers.Layer):
-    """SNGP classification head: CLS pooling -> spectral-normalised dense -> GP output layer.
+    """SNGP classification head: pooling (CLS or mean) -> spectral-normalised dense -> GP output layer.
 
     Args:
-      inner_dim: width of the hidden dense layer (0: no hidden layer, the CLS vector goes to the GP).
+      inner_dim: width of the hidden dense layer (0: no hidden layer, the pooled vector goes to the GP).
       num_classes: K, number of classes.
-      cls_token_idx: position of the token pooled from the sequence.
+      cls_token_idx: position of the token pooled from the sequence with `pooling="cls"`.
       activation: activation of the hidden layer.
       dropout_rate: dropout before the output layer (as in `ClassificationHead`).
       initializer: kernel initializer of the hidden layer (and of the dense output without GP).
@@ -352,9 +353,13 @@ class GaussianProcessClassificationHead(keras.layers.Layer):
       spec_norm_kwargs: arguments of `SpectralNormalization` (iteration, norm_multiplier).
       use_gp_layer: output through `RandomFeatureGaussianProcess`; False: a plain dense layer.
       gp_layer_kwargs: arguments of `RandomFeatureGaussianProcess` except `units` and `return_gp_cov`.
+      pooling: "cls" or "mean" (mean over the tokens where input_mask is 1). The random features
+        are not linear, so dropout noise in one token's state is not averaged out by training as it
+        is for a linear head: on a weakly pretrained encoder "mean" is the one that learns.
 
-    Call: `head(sequence [B, T, D], training=None, return_covariance=False)` -> logits `[B, K]`,
-    or `(logits, covariance [B, B])` with `return_covariance` (needs `use_gp_layer`).
+    Call: `head(sequence [B, T, D], input_mask=None, training=None, return_covariance=False)` ->
+    logits `[B, K]`, or `(logits, covariance [B, B])` with `return_covariance` (needs `use_gp_layer`);
+    input_mask `[B, T]` (1 = token, 0 = padding) is used by mean pooling.
     """
 
     def __init__(
@@ -369,6 +374,7 @@ class GaussianProcessClassificationHead(keras.layers.Layer):
         spec_norm_kwargs=None,
         use_gp_layer=True,
         gp_layer_kwargs=None,
+        pooling="cls",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -388,6 +394,7 @@ class GaussianProcessClassificationHead(keras.layers.Layer):
         self.spec_norm_kwargs = dict(spec_norm_kwargs or {})
         self.use_gp_layer = bool(use_gp_layer)
         self.gp_layer_kwargs = dict(gp_layer_kwargs or {})
+        self.pooling = check_pooling(type(self).__name__, pooling)
 
         self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy, name="dropout")
         self.dense = self._hidden_layer() if self.inner_dim else None
@@ -417,16 +424,16 @@ class GaussianProcessClassificationHead(keras.layers.Layer):
             name="logits",
         )
 
-    def build(self, input_shape):
-        if len(input_shape) != 3:
+    def build(self, inputs_shape, input_mask_shape=None):
+        if len(inputs_shape) != 3:
             raise NlpkitError(
-                f"{type(self).__name__} takes a [batch, length, width] sequence, got shape {tuple(input_shape)}",
+                f"{type(self).__name__} takes a [batch, length, width] sequence, got shape {tuple(inputs_shape)}",
                 hint="pass the encoder's sequence_output",
             )
-        pooled_shape = (input_shape[0], input_shape[-1])
+        pooled_shape = (inputs_shape[0], inputs_shape[-1])
         if self.dense is not None:
             self.dense.build(pooled_shape)
-            pooled_shape = (input_shape[0], self.inner_dim)
+            pooled_shape = (inputs_shape[0], self.inner_dim)
         self.out_proj.build(pooled_shape)
 
     def reset_covariance_matrix(self):
@@ -434,10 +441,10 @@ class GaussianProcessClassificationHead(keras.layers.Layer):
         if self.use_gp_layer:
             self.out_proj.reset_covariance_matrix()
 
-    def call(self, inputs, training=None, return_covariance=False):
+    def call(self, inputs, input_mask=None, training=None, return_covariance=False):
         if return_covariance and not self.use_gp_layer:
             raise NlpkitError(f"{type(self).__name__}: return_covariance=True needs use_gp_layer=True")
-        x = inputs[:, self.cls_token_idx, :]
+        x = pool_sequence(inputs, self.pooling, self.cls_token_idx, input_mask)
         if self.dense is not None:
             x = self.dense(x, training=training)
         x = self.dropout(x, training=training)
@@ -459,6 +466,7 @@ class GaussianProcessClassificationHead(keras.layers.Layer):
             "spec_norm_kwargs": self.spec_norm_kwargs,
             "use_gp_layer": self.use_gp_layer,
             "gp_layer_kwargs": self.gp_layer_kwargs,
+            "pooling": self.pooling,
         }
 
 

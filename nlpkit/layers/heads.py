@@ -7,6 +7,29 @@ from nlpkit.errors import NlpkitError
 from nlpkit.layers.feedforward import clone_initializer
 
 _MASKED_LM_OUTPUTS = ("logits", "predictions")
+POOLINGS = ("cls", "mean")
+
+
+def check_pooling(layer_name, pooling):
+    if pooling not in POOLINGS:
+        raise NlpkitError(f"{layer_name}(pooling={pooling!r}) is not one of {', '.join(POOLINGS)}")
+    return pooling
+
+
+def pool_sequence(sequence, pooling="cls", cls_token_idx=0, input_mask=None):
+    """`[B, T, D]` -> `[B, D]`: the token at `cls_token_idx`, or the mean over tokens with mask 1.
+
+    Mean pooling averages over the real tokens (`input_mask` `[B, T]`, 1 = token, 0 = padding;
+    None = every position). It is less sensitive to dropout noise than one token's state, which
+    matters for a distance-aware head on a weakly pretrained encoder.
+    """
+    if pooling == "cls":
+        return sequence[:, cls_token_idx, :]
+    if input_mask is None:
+        return ops.mean(sequence, axis=1)
+    weights = ops.expand_dims(ops.cast(input_mask, sequence.dtype), -1)
+    total = ops.sum(sequence * weights, axis=1)
+    return total / ops.maximum(ops.sum(weights, axis=1), ops.cast(1.0, sequence.dtype))
 
 
 @keras.saving.register_keras_serializable(package="nlpkit")
@@ -118,17 +141,19 @@ class MaskedLM(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="nlpkit")
 class ClassificationHead(keras.layers.Layer):
-    """Pools one token (CLS) and classifies it: `logits = dropout(act(x_cls W)) V`.
+    """Pools the sequence (CLS token or mean) and classifies it: `logits = dropout(act(x W)) V`.
 
     Args:
-      inner_dim: size of the pooling projection (0 = no projection: classify x_cls directly).
+      inner_dim: size of the pooling projection (0 = no projection: classify the pooled x directly).
       num_classes: number of output logits.
-      cls_token_idx: the position that is pooled.
+      cls_token_idx: the position that is pooled with `pooling="cls"`.
       activation: activation of the pooling projection.
       dropout_rate: dropout rate after the pooling projection.
       initializer: initializer of both kernels.
+      pooling: "cls" (the token at cls_token_idx) or "mean" (mean over tokens where input_mask is 1).
 
-    Call: `head(sequence_output, training=None)`; sequence_output `[B, T, D]`.
+    Call: `head(sequence_output, input_mask=None, training=None)`; sequence_output `[B, T, D]`,
+    input_mask `[B, T]` (1 = token, 0 = padding; used by mean pooling).
     Output: logits `[B, num_classes]`.
     """
 
@@ -140,12 +165,14 @@ class ClassificationHead(keras.layers.Layer):
         activation="tanh",
         dropout_rate=0.0,
         initializer="glorot_uniform",
+        pooling="cls",
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.inner_dim = inner_dim
         self.num_classes = num_classes
         self.cls_token_idx = cls_token_idx
+        self.pooling = check_pooling(type(self).__name__, pooling)
         self.activation = keras.activations.get(activation)
         self.dropout_rate = dropout_rate
         self.initializer = keras.initializers.get(initializer)
@@ -164,21 +191,22 @@ class ClassificationHead(keras.layers.Layer):
             name=name,
         )
 
-    def build(self, input_shape):
-        pooled_shape = (input_shape[0], input_shape[-1])
+    def build(self, sequence_output_shape, input_mask_shape=None):
+        batch, width = sequence_output_shape[0], sequence_output_shape[-1]
+        pooled_shape = (batch, width)
         if self.pooler is not None:
             self.pooler.build(pooled_shape)
-            pooled_shape = (input_shape[0], self.inner_dim)
+            pooled_shape = (batch, self.inner_dim)
         self.classifier.build(pooled_shape)
 
-    def call(self, sequence_output, training=None):
-        pooled = sequence_output[:, self.cls_token_idx, :]
+    def call(self, sequence_output, input_mask=None, training=None):
+        pooled = pool_sequence(sequence_output, self.pooling, self.cls_token_idx, input_mask)
         if self.pooler is not None:
             pooled = self.pooler(pooled)
         return self.classifier(self.dropout(pooled, training=training))
 
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.num_classes)
+    def compute_output_shape(self, sequence_output_shape, input_mask_shape=None):
+        return (sequence_output_shape[0], self.num_classes)
 
     def get_config(self):
         config = super().get_config()
@@ -189,6 +217,7 @@ class ClassificationHead(keras.layers.Layer):
             activation=keras.activations.serialize(self.activation),
             dropout_rate=self.dropout_rate,
             initializer=keras.initializers.serialize(self.initializer),
+            pooling=self.pooling,
         )
         return config
 

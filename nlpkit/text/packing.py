@@ -39,6 +39,8 @@ def pack_inputs(segments, seq_length, *, cls_id, sep_id, pad_id, truncator="roun
     segments = [_as_ragged_2d(segment) for segment in segments]
     check_seq_length(seq_length, len(segments))
     budget = seq_length - (len(segments) + 1)
+    if len(segments) == 1:
+        return _pack_one_segment(segments[0], seq_length, budget, cls_id=cls_id, sep_id=sep_id, pad_id=pad_id)
     trimmer_class = tf_text.RoundRobinTrimmer if truncator == "round_robin" else tf_text.WaterfallTrimmer
     trimmed = trimmer_class(max_seq_length=budget).trim(segments)
     word_ids, type_ids = tf_text.combine_segments(trimmed, start_of_sequence_id=cls_id, end_of_segment_id=sep_id)
@@ -48,6 +50,20 @@ def pack_inputs(segments, seq_length, *, cls_id, sep_id, pad_id, truncator="roun
         "input_word_ids": tf.cast(word_ids, tf.int32),
         "input_mask": tf.cast(mask, tf.int32),
         "input_type_ids": tf.cast(type_ids, tf.int32),
+    }
+
+
+def _pack_one_segment(tokens, seq_length, budget, *, cls_id, sep_id, pad_id):
+    """One segment: both truncators keep its first `budget` tokens. A few ops instead of the general
+    trimmer + combine_segments graph, whose tracing alone took 0.4 s of every `nlpkit tokenize` run."""
+    kept = tokens[:, :budget]
+    ends = tf.ones([kept.nrows(), 1], tf.int32)
+    word_ids = tf.concat([ends * cls_id, kept, ends * sep_id], axis=1)
+    lengths = word_ids.row_lengths()
+    return {
+        "input_word_ids": word_ids.to_tensor(default_value=pad_id, shape=[None, seq_length]),
+        "input_mask": tf.sequence_mask(lengths, seq_length, dtype=tf.int32),
+        "input_type_ids": tf.zeros([kept.nrows(), seq_length], tf.int32),
     }
 
 

@@ -28,6 +28,7 @@ class FinetuneConfig:
     validation: str = None
     validation_split: float = 0.1
     head: str = "classification"
+    pooling: str = None  # None: the head's default (TextClassifier)
     epochs: int = 3
     batch_size: int = 32
     seq_length: int = 128
@@ -71,6 +72,15 @@ def start_encoder(model=None, preset=None, vocab=None, lower_case=True):
     if vocab is None:
         raise NlpkitError(f"--model {model} has no tokenizer assets", hint="pass --vocab")
     return encoder, encoder_config(encoder), str(vocab), assets.get("lower_case", lower_case)
+
+
+def _check_choices(config):
+    from nlpkit.layers.heads import POOLINGS
+    from nlpkit.models.classifier import HEADS
+
+    for option, value, choices in (("--head", config.head, HEADS), ("--pooling", config.pooling, POOLINGS)):
+        if value is not None and value not in choices:
+            raise NlpkitError(f"{option} {value!r} is not one of {', '.join(choices)}")
 
 
 def _datasets(config, packer):
@@ -140,6 +150,7 @@ def finetune(config, *, on_start=None, on_epoch=None, on_batch=None):
     if output.exists() and not config.overwrite:
         raise NlpkitError(f"--output {output} already exists", hint="pass --overwrite or choose another folder")
     check_writable(output)  # fail before training, not after
+    _check_choices(config)
     keras.utils.set_random_seed(config.seed)
     encoder, encoder_config, vocab, lower_case = start_encoder(config.model, config.preset, config.vocab,
                                                                config.lower_case)
@@ -147,7 +158,7 @@ def finetune(config, *, on_start=None, on_epoch=None, on_batch=None):
     packed, names, skipped = _datasets(config, packer)
     (train_x, train_y), (val_x, val_y) = packed["train"], packed["validation"]
 
-    model = TextClassifier(encoder, num_classes=len(names), head=config.head)
+    model = TextClassifier(encoder, num_classes=len(names), head=config.head, pooling=config.pooling)
     steps = config.epochs * int(np.ceil(len(train_y) / config.batch_size))
     model({name: ids[:1] for name, ids in train_x.items()})  # build, so the optimizer sees every variable
     optimizer = create_optimizer(model.trainable_variables, learning_rate=config.learning_rate, total_steps=steps,

@@ -100,6 +100,31 @@ def test_contract_classification_head(tmp_path):
     )
 
 
+def test_contract_classification_head_mean_pooling(tmp_path):
+    sequence = rng.normal(size=(4, 5, 8)).astype("float32")
+    mask = (np.arange(5)[None, :] < np.array([[5], [2], [4], [1]])).astype("int32")
+    check_layer(
+        GaussianProcessClassificationHead,
+        dict(inner_dim=6, num_classes=2, pooling="mean", gp_layer_kwargs=dict(num_inducing=M, gp_cov_momentum=-1.0)),
+        args=[sequence],
+        kwargs=dict(input_mask=mask),
+        static_kwargs=dict(return_covariance=True),
+        tmp_path=tmp_path,
+        expected_shapes=[(4, 2), (4, 4)],
+    )
+
+
+def test_head_mean_pooling_averages_only_real_tokens():
+    sequence = rng.normal(size=(3, 5, 8)).astype("float32")
+    mask = (np.arange(5)[None, :] < np.array([[5], [2], [3]])).astype("int32")
+    head = GaussianProcessClassificationHead(6, 2, pooling="mean", use_spec_norm=False, use_gp_layer=False)
+    logits = np.asarray(head(sequence, input_mask=mask))
+    pooled = (sequence * mask[..., None]).sum(axis=1) / mask.sum(axis=1, keepdims=True)
+    hidden = np.tanh(pooled @ to_numpy(head.dense.kernel) + to_numpy(head.dense.bias))
+    want = hidden @ to_numpy(head.out_proj.kernel) + to_numpy(head.out_proj.bias)
+    np.testing.assert_allclose(logits, want, atol=1e-5)
+
+
 def test_head_without_gp_or_spectral_norm_is_cls_pooling_and_two_dense_layers():
     sequence = rng.normal(size=(3, 5, 8)).astype("float32")
     head = GaussianProcessClassificationHead(6, 2, cls_token_idx=2, use_spec_norm=False, use_gp_layer=False)

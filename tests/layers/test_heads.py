@@ -4,7 +4,7 @@ import pytest
 
 from nlpkit.errors import NlpkitError
 from nlpkit.layers.embeddings import OnDeviceEmbedding
-from nlpkit.layers.heads import ClassificationHead, MaskedLM, MatMulWithMargin
+from nlpkit.layers.heads import ClassificationHead, MaskedLM, MatMulWithMargin, pool_sequence
 from tests.layers import reference
 from tests.layers.blocks.block_reference import layer_norm
 from tests.layers.harness import check_layer
@@ -113,6 +113,46 @@ def test_classification_head_matches_numpy_reference():
     pooled = np.tanh(reference.dense(sequence[:, 2], np.asarray(head.pooler.kernel), np.asarray(head.pooler.bias)))
     want = reference.dense(pooled, np.asarray(head.classifier.kernel), np.asarray(head.classifier.bias))
     np.testing.assert_allclose(out, want, atol=1e-5)
+
+
+def _padding_mask():
+    lengths = np.array([T, 3])
+    return (np.arange(T)[None, :] < lengths[:, None]).astype("int32")
+
+
+def test_classification_head_mean_pooling_contract(tmp_path):
+    check_layer(
+        ClassificationHead,
+        dict(inner_dim=5, num_classes=3, dropout_rate=0.1, pooling="mean"),
+        args=[_sequence()],
+        kwargs=dict(input_mask=_padding_mask()),
+        tmp_path=tmp_path,
+        expected_shapes=[(B, 3)],
+    )
+
+
+def test_mean_pooling_matches_numpy_and_ignores_padding():
+    sequence, mask = _sequence(), _padding_mask()
+    head = ClassificationHead(inner_dim=0, num_classes=3, pooling="mean")
+    out = np.asarray(head(sequence, input_mask=mask))
+    means = np.stack([sequence[i, : mask[i].sum()].mean(axis=0) for i in range(B)])
+    want = reference.dense(means, np.asarray(head.classifier.kernel), np.asarray(head.classifier.bias))
+    np.testing.assert_allclose(out, want, atol=1e-5)
+    noisy = np.where(mask[..., None] == 1, sequence, 1e3 * _sequence())  # changed padded positions
+    np.testing.assert_allclose(np.asarray(head(noisy, input_mask=mask)), out, atol=1e-5)
+
+
+def test_pool_sequence_without_mask_and_all_padding_rows():
+    sequence = _sequence()
+    np.testing.assert_allclose(np.asarray(pool_sequence(sequence, "mean")), sequence.mean(axis=1), atol=1e-6)
+    empty = np.zeros((B, T), "int32")  # no token at all: zeros, not NaN
+    np.testing.assert_array_equal(np.asarray(pool_sequence(sequence, "mean", input_mask=empty)), 0.0)
+    np.testing.assert_array_equal(np.asarray(pool_sequence(sequence, "cls", cls_token_idx=4)), sequence[:, 4])
+
+
+def test_unknown_pooling_is_rejected():
+    with pytest.raises(NlpkitError, match="pooling='max'"):
+        ClassificationHead(inner_dim=0, num_classes=2, pooling="max")
 
 
 def test_matmul_with_margin_contract(tmp_path):

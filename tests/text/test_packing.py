@@ -44,6 +44,18 @@ def test_three_segments_and_one_segment():
     assert single["input_word_ids"] == [[CLS, 1, 2, 3, SEP]]
 
 
+@pytest.mark.parametrize("truncator", ["round_robin", "waterfall"])
+def test_one_segment_matches_numpy_layout(truncator):
+    rng = np.random.default_rng(0)
+    rows = [list(rng.integers(1000, 2000, size=n)) for n in (0, 1, 5, 6, 7, 20)]  # budget 6 at seq_length 8
+    out = pack([rows], 8, truncator)
+    for row, ids, mask, types in zip(rows, out["input_word_ids"], out["input_mask"], out["input_type_ids"]):
+        kept = [CLS, *row[:6], SEP]
+        assert ids == kept + [PAD] * (8 - len(kept))
+        assert mask == [1] * len(kept) + [0] * (8 - len(kept))
+        assert types == [0] * 8
+
+
 @pytest.mark.parametrize("seq_length,segments", [(2, 1), (3, 2)])
 def test_seq_length_too_small(seq_length, segments):
     with pytest.raises(NlpkitError, match="too small"):

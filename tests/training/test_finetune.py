@@ -91,6 +91,8 @@ def _write_csv(path, rows, header=("text", "label")):
         ("single class", [("good", "a"), ("fine", "a"), ("nice", "a")], [], "single class"),
         ("missing column", [("good", "a"), ("bad", "b")], ["--label-column", "stars"], "'stars'"),
         ("empty text fails", [("good", "a"), ("", "b"), ("bad", "b")], ["--empty-rows", "fail"], "row 2"),
+        ("unknown pooling", [("good", "a"), ("bad", "b")], ["--pooling", "max"], "--pooling 'max'"),
+        ("unknown head", [("good", "a"), ("bad", "b")], ["--head", "gp"], "--head 'gp'"),
     ],
 )
 def test_bad_training_data_is_one_line_error(task, tmp_path, capsys, case, rows, extra, message):
