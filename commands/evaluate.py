@@ -28,7 +28,7 @@ def evaluate(
     table = Table(title=f"nlpkit evaluate: {model} on {data} ({result['examples']} examples)")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for name in ("accuracy", "macro_f1", "nll", "ece", "ood_auroc"):
+    for name in ("accuracy", "macro_f1", "nll", "ece", "ood_auroc", "ood_auroc_max_probability"):
         if name in result:
             table.add_row(name, f"{result[name]:.4f}")
     console.print(table)

@@ -48,7 +48,7 @@ class Classifier:
         """Predictive uncertainty per example: the GP variance for SNGP, else 1 - max probability."""
         if "variance" in outputs:
             return outputs["variance"]
-        return 1.0 - outputs["probabilities"].max(axis=-1)
+        return _max_probability_gap(outputs)
 
     def records(self, outputs):
         """JSON-ready dicts per example: label name, probabilities by label (and uncertainty)."""
@@ -60,6 +60,12 @@ class Classifier:
                 row["uncertainty"] = round(float(outputs["variance"][i]), 6)
             rows.append(row)
         return rows
+
+
+def _max_probability_gap(outputs):
+    """1 - max probability: the OOD score every head has (SNGP's probabilities are mean-field ones,
+    so its variance enters this score too), for comparing heads on equal terms."""
+    return 1.0 - outputs["probabilities"].max(axis=-1)
 
 
 def evaluate(model_dir, data_path, *, json_path=None, diagram_path=None, ood_path=None, batch_size=64,
@@ -84,9 +90,9 @@ def evaluate(model_dir, data_path, *, json_path=None, diagram_path=None, ood_pat
     if ood_path:
         ood = data.read_examples(ood_path, text_column=head.get("text_column") or "text", label_column=None)
         ood_outputs = classifier.predict(ood.texts, None, batch_size)
-        scores = np.concatenate([classifier.uncertainty(outputs), classifier.uncertainty(ood_outputs)])
         is_ood = np.concatenate([np.zeros(len(labels), bool), np.ones(len(ood), bool)])
-        result["ood_auroc"] = metrics.auroc(scores, is_ood)
+        for key, score in (("ood_auroc", classifier.uncertainty), ("ood_auroc_max_probability", _max_probability_gap)):
+            result[key] = metrics.auroc(np.concatenate([score(outputs), score(ood_outputs)]), is_ood)
         result["ood_examples"] = len(ood)
     if diagram_path:
         metrics.reliability_diagram(probs, labels, diagram_path, title=f"Reliability ({head.get('type')} head)")

@@ -45,6 +45,7 @@ def test_tiny_model_learns_easy_task_and_evaluate_matches_predictions(task, trai
     assert code == 0, err
     metrics = json.loads(metrics_path.read_text())
     assert {"accuracy", "macro_f1", "nll", "ece", "ood_auroc"} <= set(metrics)
+    assert metrics["ood_auroc"] == metrics["ood_auroc_max_probability"]  # one score for a plain head
     assert metrics["accuracy"] >= 0.9
     assert (tmp_path / "metrics.reliability.png").stat().st_size > 1000
 
@@ -75,6 +76,31 @@ def test_sngp_head_reports_uncertainty(task, tmp_path, capsys):
     assert code == 0, err
     rows = [json.loads(line) for line in out.splitlines()]
     assert all(row["uncertainty"] >= 0 for row in rows)
+
+    # Both OOD AUROCs of `evaluate` against pairwise counts over `predict`'s outputs.
+    metrics_path = tmp_path / "metrics.json"
+    code, _, err = run_cli(capsys, "evaluate", "--model", output, "--data", task / "test.csv",
+                           "--json", metrics_path, "--ood", task / "ood.txt")
+    assert code == 0, err
+    metrics = json.loads(metrics_path.read_text())
+    texts = tmp_path / "in_distribution.txt"
+    with open(task / "test.csv", encoding="utf-8") as handle:
+        texts.write_text("".join(row["text"] + "\n" for row in csv.DictReader(handle)), encoding="utf-8")
+    scores = {}
+    for name, path in (("in", texts), ("ood", task / "ood.txt")):
+        code, out, err = run_cli(capsys, "predict", "--model", output, "--input", path)
+        assert code == 0, err
+        rows = [json.loads(line) for line in out.splitlines()]
+        scores[name] = {"ood_auroc": [row["uncertainty"] for row in rows],
+                        "ood_auroc_max_probability": [1 - max(row["probabilities"].values()) for row in rows]}
+    for key in ("ood_auroc", "ood_auroc_max_probability"):
+        assert metrics[key] == pytest.approx(_pairwise_auroc(scores["in"][key], scores["ood"][key]), abs=2e-3)
+
+
+def _pairwise_auroc(negatives, positives):
+    """P(a positive scores above a negative), ties 1/2, by counting every pair."""
+    negatives, positives = np.asarray(negatives)[:, None], np.asarray(positives)[None, :]
+    return float(np.mean((positives > negatives) + 0.5 * (positives == negatives)))
 
 
 def _write_csv(path, rows, header=("text", "label")):
