@@ -13,3 +13,10 @@ class NlpkitError(Exception):
     def __init__(self, message, *, hint=None):
         self.hint = hint
         super().__init__(f"{message} ({hint})" if hint else message)
+
+
+def check_choice(layer_name, argument, value, choices):
+    """Raise NlpkitError unless `value` is one of `choices` (a layer argument); return the value."""
+    if value not in choices:
+        raise NlpkitError(f"{layer_name}({argument}={value!r}) is not one of {', '.join(choices)}")
+    return value

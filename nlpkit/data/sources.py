@@ -98,38 +98,38 @@ def open_source(input_path, *, text_column=None, pair_column=None, label_column=
     return source
 
 
+def _line_blocks(path):
+    """(number of the first line, list of whole lines as bytes) for blocks of about 8 MB of a file."""
+    with open(path, "rb") as handle:
+        first_line = 1
+        while lines := handle.readlines(_UTF8_CHECK_BLOCK):
+            yield first_line, lines
+            first_line += len(lines)
+
+
 def has_lone_carriage_return(path):
     """Whether a file ends a line with a lone \r (old Mac style), not followed by \n."""
-    with open(path, "rb") as handle:
-        while True:
-            lines = handle.readlines(_UTF8_CHECK_BLOCK)
-            if not lines:
-                return False
-            block = b"".join(lines)
-            if b"\r" in block and re.search(rb"\r(?!\n)", block):
-                return True
+    for _, lines in _line_blocks(path):
+        block = b"".join(lines)
+        if b"\r" in block and re.search(rb"\r(?!\n)", block):
+            return True
+    return False
 
 
 def check_utf8(path):
     """Raise NlpkitError naming the file and line of the first byte sequence that is not UTF-8."""
-    with open(path, "rb") as handle:
-        first_line = 1
-        while True:
-            lines = handle.readlines(_UTF8_CHECK_BLOCK)
-            if not lines:
-                return
-            try:
-                b"".join(lines).decode("utf-8")
-            except UnicodeDecodeError:
-                for offset, line in enumerate(lines):
-                    try:
-                        line.decode("utf-8")
-                    except UnicodeDecodeError as err:
-                        raise NlpkitError(
-                            f"{path}:{first_line + offset}: bytes that are not UTF-8 at column {err.start + 1}",
-                            hint="fix the file or pass --errors replace",
-                        ) from None
-            first_line += len(lines)
+    for first_line, lines in _line_blocks(path):
+        try:
+            b"".join(lines).decode("utf-8")
+        except UnicodeDecodeError:
+            for offset, line in enumerate(lines):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise NlpkitError(
+                        f"{path}:{first_line + offset}: bytes that are not UTF-8 at column {err.start + 1}",
+                        hint="fix the file or pass --errors replace",
+                    ) from None
 
 
 def _check_files(source):

@@ -16,8 +16,8 @@ import math
 import keras
 from keras import ops
 
-from nlpkit.errors import NlpkitError
-from nlpkit.layers.heads import check_pooling, pool_sequence
+from nlpkit.errors import NlpkitError, check_choice
+from nlpkit.layers.heads import POOLINGS, pool_sequence
 from nlpkit.layers.spectral_norm import SpectralNormalization
 
 GP_KERNEL_TYPES = ("gaussian", "linear")
@@ -43,11 +43,6 @@ def _float32_weight(layer, name, shape, initializer, trainable=False, regularize
         autocast=False,
         aggregation="none" if trainable else "mean",
     )
-
-
-def _check_choice(layer_name, argument, value, choices):
-    if value not in choices:
-        raise NlpkitError(f"{layer_name}({argument}={value!r}) is not one of {', '.join(choices)}")
 
 
 @keras.saving.register_keras_serializable(package="nlpkit")
@@ -80,7 +75,7 @@ class LaplaceRandomFeatureCovariance(keras.layers.Layer):
             raise NlpkitError(f"{type(self).__name__}(momentum={momentum}) must be < 1 (negative: exact sum)")
         if float(ridge_penalty) <= 0.0:
             raise NlpkitError(f"{type(self).__name__}(ridge_penalty={ridge_penalty}) must be > 0")
-        _check_choice(type(self).__name__, "likelihood", likelihood, GP_COV_LIKELIHOODS)
+        check_choice(type(self).__name__, "likelihood", likelihood, GP_COV_LIKELIHOODS)
         self.momentum = float(momentum)
         self.ridge_penalty = float(ridge_penalty)
         self.likelihood = likelihood
@@ -199,7 +194,7 @@ class RandomFeatureGaussianProcess(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         name = type(self).__name__
-        _check_choice(name, "gp_kernel_type", gp_kernel_type, GP_KERNEL_TYPES)
+        check_choice(name, "gp_kernel_type", gp_kernel_type, GP_KERNEL_TYPES)
         if float(gp_kernel_scale) <= 0.0:
             raise NlpkitError(f"{name}(gp_kernel_scale={gp_kernel_scale}) must be > 0")
         if int(units) < 1 or int(num_inducing) < 1:
@@ -394,7 +389,7 @@ class GaussianProcessClassificationHead(keras.layers.Layer):
         self.spec_norm_kwargs = dict(spec_norm_kwargs or {})
         self.use_gp_layer = bool(use_gp_layer)
         self.gp_layer_kwargs = dict(gp_layer_kwargs or {})
-        self.pooling = check_pooling(type(self).__name__, pooling)
+        self.pooling = check_choice(type(self).__name__, "pooling", pooling, POOLINGS)
 
         self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy, name="dropout")
         self.dense = self._hidden_layer() if self.inner_dim else None

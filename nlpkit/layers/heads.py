@@ -3,17 +3,11 @@
 import keras
 from keras import ops
 
-from nlpkit.errors import NlpkitError
+from nlpkit.errors import NlpkitError, check_choice
 from nlpkit.layers.feedforward import clone_initializer
 
 _MASKED_LM_OUTPUTS = ("logits", "predictions")
 POOLINGS = ("cls", "mean")
-
-
-def check_pooling(layer_name, pooling):
-    if pooling not in POOLINGS:
-        raise NlpkitError(f"{layer_name}(pooling={pooling!r}) is not one of {', '.join(POOLINGS)}")
-    return pooling
 
 
 def pool_sequence(sequence, pooling="cls", cls_token_idx=0, input_mask=None):
@@ -172,7 +166,7 @@ class ClassificationHead(keras.layers.Layer):
         self.inner_dim = inner_dim
         self.num_classes = num_classes
         self.cls_token_idx = cls_token_idx
-        self.pooling = check_pooling(type(self).__name__, pooling)
+        self.pooling = check_choice(type(self).__name__, "pooling", pooling, POOLINGS)
         self.activation = keras.activations.get(activation)
         self.dropout_rate = dropout_rate
         self.initializer = keras.initializers.get(initializer)
