@@ -19,13 +19,19 @@ def build(
 ):
     """Build an encoder, print its summary (layers, parameters, FLOPs per token), write a model directory."""
     from nlpkit.encoders.model_dir import save_model_dir
-    from nlpkit.encoders.presets import build_encoder, load_config, load_preset
+    from nlpkit.encoders.presets import SIZE_BOUNDS, build_encoder, load_config, load_preset
     from nlpkit.encoders.summary import summarize
     from nlpkit.errors import NlpkitError
+    from nlpkit.text.vocab import check_vocab_fits
 
     if (preset is None) == (config is None):
         raise NlpkitError("pass exactly one of --preset NAME or --config FILE", hint="see nlpkit build --help")
+    low, high = SIZE_BOUNDS["max_sequence_length"]
+    if not low <= sequence_length <= high:
+        raise NlpkitError(f"--sequence-length {sequence_length} is outside {low}..{high}", hint="pass a token count")
     encoder_config = load_preset(preset) if preset else load_config(config)
+    if vocab is not None:  # checked before the (possibly slow) build, and again when it is copied in
+        check_vocab_fits(vocab, encoder_config.get("vocab_size"))
     encoder = build_encoder(encoder_config)
     encoder.build()
     summary = summarize(encoder, sequence_length)

@@ -2,6 +2,8 @@
 
 import random
 
+import typer
+
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -74,3 +76,21 @@ def progress(unit="items"):
         disable=STATE["quiet"],
         transient=False,
     )
+
+
+# Options of the shared training runtime (nlpkit/training/runtime.py), declared once for every
+# command that trains (`pretrain`, `finetune`): same names, defaults and help everywhere.
+def tpu_option():
+    return typer.Option(None, "--tpu", help="TPU name, grpc://HOST:PORT, or 'local'.")
+
+
+def strategy_option():
+    return typer.Option("auto", "--strategy", help="auto|cpu|gpu|mirrored|multi-worker|tpu.")
+
+
+def precision_option():
+    return typer.Option("float32", "--precision", help="float32|mixed_bfloat16|mixed_float16.")
+
+
+def jit_option():
+    return typer.Option(False, "--jit/--no-jit", help="Compile the training step with XLA.")

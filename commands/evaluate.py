@@ -15,15 +15,21 @@ def evaluate(
     diagram: Path = typer.Option(None, "--diagram", help="Reliability diagram PNG (default: beside --json)."),
     ood: Path = typer.Option(None, "--ood", help="Out-of-distribution texts: report AUROC of uncertainty."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --json / --diagram file."),
 ):
     """Evaluate a classifier: metrics as a table (and JSON), a reliability diagram PNG."""
     from nlpkit._tf import import_tensorflow
 
     import_tensorflow()
+    from nlpkit.io import check_not_input, check_output_file
     from nlpkit.training.evaluation import evaluate as run
 
     if diagram is None and json_path is not None:
         diagram = json_path.with_suffix(".reliability.png")
+    for option, path in (("--json", json_path), ("--diagram", diagram)):
+        if path is not None:
+            check_not_input(path, {"--model": model, "--data": data, "--ood": ood}, option=option)
+            check_output_file(path, force, option=option)
     result = run(model, data, json_path=json_path, diagram_path=diagram, ood_path=ood, batch_size=batch_size)
     table = Table(title=f"nlpkit evaluate: {model} on {data} ({result['examples']} examples)")
     table.add_column("metric")

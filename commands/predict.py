@@ -1,6 +1,5 @@
 """`nlpkit predict`: texts in, JSON lines out (label, probabilities, and uncertainty for SNGP)."""
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -11,21 +10,50 @@ import typer
 from commands.common import err_console, info
 from nlpkit.errors import NlpkitError
 
+_NOT_UTF8_HINT = "save it as UTF-8, one text per line"
+
+
+def _non_blank(lines):
+    return [line.rstrip("\r\n") for line in lines if line.strip()]
+
+
+def _stdin_lines():
+    try:
+        text = sys.stdin.buffer.read().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise NlpkitError(f"standard input holds bytes that are not UTF-8 (at byte {err.start})",
+                          hint=_NOT_UTF8_HINT) from None
+    return _non_blank(text.splitlines())
+
+
+def _file_lines(input_file):
+    from nlpkit.data.sources import check_utf8
+
+    if input_file.is_dir():
+        raise NlpkitError(f"--input {input_file} is a folder", hint="pass a text file, one text per line")
+    if not input_file.exists():
+        raise NlpkitError(f"--input {input_file} does not exist", hint="pass a text file, one text per line")
+    if not input_file.is_file():
+        raise NlpkitError(f"--input {input_file} is not a regular file", hint="pass a text file, one text per line")
+    check_utf8(input_file, hint=_NOT_UTF8_HINT)
+    return _non_blank(input_file.read_text(encoding="utf-8").splitlines())
+
 
 def _read_texts(texts, input_file):
     if texts and input_file:
         raise NlpkitError("give texts as arguments or --input FILE, not both")
     if input_file is not None:
-        if str(input_file) == "-":
-            return [line.rstrip("\n") for line in sys.stdin if line.strip()]
-        if not input_file.is_file():
-            raise NlpkitError(f"--input {input_file} does not exist", hint="pass a text file, one text per line")
-        return [line.rstrip("\n") for line in input_file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if texts:
+        lines = _stdin_lines() if str(input_file) == "-" else _file_lines(input_file)
+        where = "standard input" if str(input_file) == "-" else f"--input {input_file}"
+    elif texts:
         return list(texts)
-    if not sys.stdin.isatty():
-        return [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    raise NlpkitError("no texts to predict", hint="pass TEXT arguments, --input FILE, or pipe lines on stdin")
+    elif not sys.stdin.isatty():
+        lines, where = _stdin_lines(), "standard input"
+    else:
+        raise NlpkitError("no texts to predict", hint="pass TEXT arguments, --input FILE, or pipe lines on stdin")
+    if not lines:
+        raise NlpkitError(f"{where} holds no texts", hint="give one text per line")
+    return lines
 
 
 def predict(
@@ -35,10 +63,16 @@ def predict(
     input_file: Path = typer.Option(None, "--input", "-i", help="A file with one text per line ('-' = stdin)."),
     output: Path = typer.Option(None, "--output", "-o", help="Write JSON lines here instead of stdout."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --output."),
 ):
     """Classify texts with a model directory or an exported SavedModel; print JSON lines."""
+    from nlpkit.io import atomic_file, check_not_input, check_output_file, json_text
+
     if (model is None) == (saved_model is None):
         raise NlpkitError("pass exactly one of --model and --saved-model")
+    if output is not None:
+        check_not_input(output, {"--input": input_file, "--model": model, "--saved-model": saved_model})
+        check_output_file(output, force)
     texts = _read_texts(texts, input_file)
     from nlpkit._tf import import_tensorflow
 
@@ -54,10 +88,8 @@ def predict(
 
         rows = ServedClassifier(saved_model).predict(texts, batch_size=batch_size)
     elapsed = time.perf_counter() - started
-    lines = "".join(json.dumps({"text": text, **row}, ensure_ascii=False) + "\n" for text, row in zip(texts, rows))
+    lines = "".join(json_text({"text": text, **row}, ensure_ascii=False) + "\n" for text, row in zip(texts, rows))
     if output is not None:
-        from nlpkit.io import atomic_file
-
         with atomic_file(output) as tmp:
             tmp.write_text(lines, encoding="utf-8")
         info(f"wrote {len(rows)} predictions to {output}")

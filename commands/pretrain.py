@@ -5,6 +5,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from commands import common
 from commands.common import STATE, console, info, progress
 
 DATA_HELP = (
@@ -35,12 +36,15 @@ def pretrain(
     accumulation_steps: int = typer.Option(1, "--accumulation-steps", help="Micro-batches per update."),
     checkpoint_every: int = typer.Option(1000, "--checkpoint-every", help="Checkpoint every K updates."),
     keep_checkpoints: int = typer.Option(3, "--keep-checkpoints", help="Checkpoints kept."),
-    tpu: str = typer.Option(None, "--tpu", help="TPU name, grpc://HOST:PORT, or 'local'."),
-    strategy: str = typer.Option("auto", "--strategy", help="auto|cpu|gpu|mirrored|multi-worker|tpu."),
-    precision: str = typer.Option("float32", "--precision", help="float32|mixed_bfloat16|mixed_float16."),
-    jit: bool = typer.Option(False, "--jit/--no-jit", help="Compile the training step with XLA."),
-    seed: int = typer.Option(None, "--seed", help="Seed of the data order, masks and initialisation (default 0)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh even if --output holds a run."),
+    tpu: str = common.tpu_option(),
+    strategy: str = common.strategy_option(),
+    precision: str = common.precision_option(),
+    jit: bool = common.jit_option(),
+    seed: int = typer.Option(None, "--seed", help="Seed of the data order, masks and initialisation (default: nlpkit --seed, else 0)."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", "--force",
+        help="Start afresh even if --output holds a run (the old run stays until the new model is complete).",
+    ),
 ):
     """Pretrain an encoder with masked-LM (+ optional next-sentence / sentence-order prediction).
 

@@ -59,6 +59,10 @@ def _write_data(folder, news_articles, reviews_train, reviews_test, seed):
     (folder / "ood.txt").write_text("".join(s + "\n" for s in ood), encoding="utf-8")
 
 
+def _is_demo_folder(path):
+    return (path / "data" / "reviews_train.csv").is_file()
+
+
 def _run_step(app, number, title, args):
     console.print(Rule(f"[bold]{number}. {title}"))
     console.print(f"[dim]$ nlpkit {' '.join(shlex.quote(str(a)) for a in args)}[/]")
@@ -81,13 +85,17 @@ def demo(
     import shutil
 
     from commands.main import app
+    from nlpkit.io import check_at_least, check_replaceable, new_temp_dir, remove_stale_temps, swap_in
 
-    if output.exists() and force:
-        shutil.rmtree(output)
-    elif output.exists():
-        from nlpkit.errors import NlpkitError
-
-        raise NlpkitError(f"{output} already exists", hint="pass --force to start afresh, or another --output")
+    # Checked before step 1, not when the step that uses them comes (minutes later).
+    check_at_least(1, **{"--pretrain-steps": pretrain_steps, "--epochs": epochs, "--news-articles": news_articles,
+                         "--reviews-train": reviews_train, "--reviews-test": reviews_test})
+    check_replaceable(output, force, is_ours=_is_demo_folder, kind="an nlpkit demo folder")
+    remove_stale_temps(output)
+    # An earlier demo is replaced only once the new one is complete: build beside it, swap at the end.
+    final = output
+    if final.exists():
+        output = new_temp_dir(final)
     data = output / "data"
     started = time.perf_counter()
     console.print(Rule("[bold]0. data: bundled news articles and Rotten Tomatoes reviews"))
@@ -115,12 +123,19 @@ def demo(
                                          "--output", output / "predictions.jsonl"]),
     ]
     timings = []
-    for number, (title, args) in enumerate(steps, start=1):
-        if title.startswith("pretrain"):
-            args[args.index(None)] = _tiny_config(vocab, output / "tiny_bert.json")
-        timings.append((title, _run_step(app, number, title, args)))
+    try:
+        for number, (title, args) in enumerate(steps, start=1):
+            if title.startswith("pretrain"):
+                args[args.index(None)] = _tiny_config(vocab, output / "tiny_bert.json")
+            timings.append((title, _run_step(app, number, title, args)))
+    except BaseException:
+        if output != final:  # the earlier demo stays as it was
+            shutil.rmtree(output, ignore_errors=True)
+        raise
     console.print((output / "predictions.jsonl").read_text(encoding="utf-8"), highlight=False)
-    _summary(output, timings, time.perf_counter() - started)
+    if output != final:
+        swap_in(output, final)
+    _summary(final, timings, time.perf_counter() - started)
 
 
 def _summary(output, timings, total):

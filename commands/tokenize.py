@@ -27,12 +27,15 @@ def tokenize(
     ),
     batch_size: int = typer.Option(256, "--batch-size", help="Rows tokenized together."),
     rows_per_shard: int = typer.Option(100_000, "--rows-per-shard", help="Rows per TFRecord file."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
+    force: bool = typer.Option(
+        False, "--force", help="Replace an existing output (folder or file), once the new one is complete."
+    ),
 ):
     """Tokenize and pack text into input_word_ids / input_mask / input_type_ids."""
     from nlpkit.data.pipeline import FORMATS, check_output, tokenize_to_disk
     from nlpkit.data.sources import check_source, open_source
     from nlpkit.errors import NlpkitError
+    from nlpkit.io import check_at_least, check_not_input
     from nlpkit.text.packing import TRUNCATORS, check_seq_length
     from nlpkit.text.vocab import is_sentencepiece, load_tokenizer
 
@@ -41,6 +44,8 @@ def tokenize(
     if truncation not in TRUNCATORS:
         raise NlpkitError(f"unknown --truncation {truncation!r}", hint=f"choose one of {', '.join(TRUNCATORS)}")
     check_seq_length(seq_length, 2 if pair_column else 1)
+    check_at_least(1, **{"--batch-size": batch_size, "--rows-per-shard": rows_per_shard})
+    check_not_input(output, {"INPUT": input, "--vocab": vocab})
     source = check_source(open_source(
         input, text_column=text_column, pair_column=pair_column, label_column=label_column, errors=errors
     ))

@@ -1,11 +1,10 @@
 """nlpkit: transformer text models on Keras 3, from raw text to a served model."""
 
-import os as _os
+from nlpkit.errors import NlpkitError
+from nlpkit.logs import quiet_native_logs
 
-# TensorFlow logs a lot at import time; keep it quiet unless the user asked otherwise.
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-from nlpkit.errors import NlpkitError  # noqa: E402
+# Before anything can import TensorFlow: its native log levels (see nlpkit/logs.py).
+quiet_native_logs()
 
 __version__ = "0.1.0"
 

@@ -1,8 +1,9 @@
 """Import TensorFlow (and tensorflow-text) without the native log lines it prints at import.
 
 TensorFlow 2.21 writes absl/glog lines straight to file descriptor 2 while its shared libraries
-load ("WARNING: All log messages before absl::InitializeLog() ...", "cudart_stub ... Could not find
-cuda drivers", "cpu_feature_guard ..."). TF_CPP_MIN_LOG_LEVEL, GLOG_minloglevel and
+load ("WARNING: All log messages before absl::InitializeLog() ...", "port.cc ... oneDNN custom
+operations are on" (once per TensorFlow library that loads, so twice), "cudart_stub ... Could not
+find cuda drivers", "cpu_feature_guard ..."). TF_CPP_MIN_LOG_LEVEL, GLOG_minloglevel and
 ABSL_MIN_LOG_LEVEL do not silence them, because absl logging is not initialised yet. So the import
 runs with fd 2 pointed at a temporary file; afterwards the known noise is dropped and anything
 else is written back to stderr, so real warnings are not lost. Every TensorFlow-using module of
@@ -13,9 +14,12 @@ import os
 import sys
 import tempfile
 
+from nlpkit.logs import quiet_native_logs
+
 # Substrings of the native lines that TensorFlow prints on every CPU-only import.
 _NOISE = (
     "All log messages before absl::InitializeLog()",
+    "oneDNN custom operations are on",  # the kernels stay on (TF_ENABLE_ONEDNN_OPTS is the user's)
     "cudart_stub.cc",
     "cpu_feature_guard.cc",
     "To enable the following instructions",
@@ -33,7 +37,7 @@ def import_tensorflow():
     """Return the `tensorflow` module (tensorflow_text loaded too), with the import noise filtered."""
     if "tensorflow" in sys.modules and "tensorflow_text" in sys.modules:
         return sys.modules["tensorflow"]
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    quiet_native_logs()
     if not _quiet_wanted():
         import tensorflow as tf
         import tensorflow_text  # noqa: F401 - registers the text ops

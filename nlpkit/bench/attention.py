@@ -5,7 +5,8 @@ SGD update) of a single attention layer, built by registry name, on random `[B, 
 so it runs the same under TensorFlow (tf.function) and JAX (jax.jit). Peak memory is the rise of
 the process's resident memory (sampled every 2 ms) during the timed step above what it was
 before it. A row stops at the first length that exceeds the time budget, fails, or is predicted
-(from the growth between the last two lengths) to exceed the time or memory budget.
+(from the growth between the last two lengths) to exceed the time or memory budget. A failure
+is recorded in its row and the other rows still run, so one broken attention never loses the table.
 """
 
 import dataclasses
@@ -152,8 +153,8 @@ def bench_row(name, lengths, *, batch, hidden, heads, time_budget, memory_budget
                     result.note = "over time budget"
                 elif result.peak_bytes > memory_budget:
                     result.note = "over memory budget"
-            except (MemoryError, RuntimeError, ValueError) as err:  # backends' out-of-memory errors subclass these
-                result.note = f"failed: {type(err).__name__}"
+            except Exception as err:  # noqa: BLE001 - any failure (out of memory, a kernel error) ends this row only
+                result.note = _failure_note(err)
             finally:
                 keras.backend.clear_session()
                 gc.collect()
@@ -162,6 +163,16 @@ def bench_row(name, lengths, *, batch, hidden, heads, time_budget, memory_budget
         if on_result is not None:
             on_result(result)
     return row
+
+
+def _failure_note(err):
+    """'failed: Type: the message's gist', one line: a TensorFlow "Graph execution error:" carries
+    the traced Python stack first and its real message last (before a "[[{{node ...}}]]" line)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if lines and lines[0] == "Graph execution error:":
+        lines = [line for line in lines if not line.startswith("[[")][-1:]
+    gist = lines[0][:160] if lines else ""
+    return f"failed: {type(err).__name__}: {gist}" if gist else f"failed: {type(err).__name__}"
 
 
 def run(attentions=DEFAULT_ATTENTIONS, lengths=DEFAULT_LENGTHS, *, batch=1, hidden=256, heads=4, time_budget=60.0,
@@ -214,7 +225,9 @@ def table(results, title):
 def _cell(measurement):
     if measurement is None or not measurement.ok:
         note = "" if measurement is None else measurement.note
-        return "[dim]-[/]" if not note.startswith(("over", "failed")) else f"[yellow]- {note.split(' (')[0]}[/]"
+        if note.startswith("failed"):
+            return f"[red]- {note.split(':')[0]}[/]"  # the reason is in the progress lines and the JSON
+        return "[dim]-[/]" if not note.startswith("over") else f"[yellow]- {note.split(' (')[0]}[/]"
     text = f"{measurement.seconds:.3g} s / {measurement.peak_bytes / GIB:.2f}"
     return f"[yellow]{text}[/]" if measurement.note else text
 

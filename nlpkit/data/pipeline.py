@@ -6,7 +6,6 @@ main thread writes TFRecord shards or JSON lines into a temporary name that is r
 only when everything succeeded.
 """
 
-import os
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from nlpkit._tf import import_tensorflow
 from nlpkit.data import records
 from nlpkit.data.sources import has_lone_carriage_return, iter_rows
 from nlpkit.errors import NlpkitError
-from nlpkit.io import atomic_dir, atomic_file
+from nlpkit.io import atomic_dir, atomic_file, check_replaceable, check_writable
 from nlpkit.text.packing import check_seq_length, pack_inputs
 from nlpkit.text.vocab import file_checksum
 
@@ -186,24 +185,13 @@ def check_output(path, fmt, force=False):
     path = Path(path)
     if fmt == "jsonl" and path.is_dir():
         raise NlpkitError(f"output {path} is a folder", hint="--format jsonl writes one file: pass a file name")
-    if fmt == "tfrecord":
-        _check_output_folder(path, force)
-    parent = path.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise NlpkitError(f"cannot create output folder {parent}: {err.strerror}", hint="choose a writable --output") from None
-    if not os.access(parent, os.W_OK):
-        raise NlpkitError(f"output folder {parent} is not writable", hint="choose a writable --output")
+    is_ours = _is_tokenize_folder if fmt == "tfrecord" else None
+    check_replaceable(path, force, is_ours=is_ours, kind="an nlpkit tokenize folder")
+    check_writable(path)
 
 
-def _check_output_folder(path, force):
-    """Refuse to replace a folder that is not an earlier nlpkit tokenize output (unless --force)."""
-    if not path.exists() or force:
-        return
-    if path.is_dir() and (not any(path.iterdir()) or (path / records.MANIFEST).is_file()):
-        return
-    raise NlpkitError(f"output {path} exists and is not an nlpkit tokenize folder", hint="pass --force or another --output")
+def _is_tokenize_folder(path):
+    return path.is_dir() and (path / records.MANIFEST).is_file()
 
 
 def tokenize_to_disk(

@@ -51,6 +51,8 @@ def _files_of(path):
     """Readable data files of a file or folder (sorted, hidden files skipped)."""
     if path.is_file():
         return [path]
+    if not path.is_dir():  # a device, socket or pipe: nothing nlpkit can read twice or size up
+        raise NlpkitError(f"input {path} is not a regular file or folder", hint="pass a text/csv/json(l)/parquet file")
     files = sorted(
         p for p in path.rglob("*")
         if p.is_file() and p.suffix.lower() in KINDS and not any(part.startswith(".") for part in p.relative_to(path).parts)
@@ -116,7 +118,7 @@ def has_lone_carriage_return(path):
     return False
 
 
-def check_utf8(path):
+def check_utf8(path, hint="fix the file or pass --errors replace"):
     """Raise NlpkitError naming the file and line of the first byte sequence that is not UTF-8."""
     for first_line, lines in _line_blocks(path):
         try:
@@ -128,7 +130,7 @@ def check_utf8(path):
                 except UnicodeDecodeError as err:
                     raise NlpkitError(
                         f"{path}:{first_line + offset}: bytes that are not UTF-8 at column {err.start + 1}",
-                        hint="fix the file or pass --errors replace",
+                        hint=hint,
                     ) from None
 
 

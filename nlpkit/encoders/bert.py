@@ -6,7 +6,6 @@ from nlpkit.encoders.base import EncoderBase, truncated_normal
 from nlpkit.errors import NlpkitError
 from nlpkit.layers.blocks.encoder import TransformerEncoderBlock
 from nlpkit.layers.embeddings import OnDeviceEmbedding, PositionEmbedding
-from nlpkit.layers.masks import attention_mask_from_padding
 
 
 @keras.saving.register_keras_serializable(package="nlpkit")
@@ -192,13 +191,11 @@ class BertEncoder(EncoderBase):
 
     def _encode(self, word_ids, mask, type_ids, output_range, training):
         hidden = self._embed(word_ids, type_ids, training)
-        attention_mask = attention_mask_from_padding(mask)
         encoder_outputs = []
         for index, layer in enumerate(self.transformer_layers):
             last = index == len(self.transformer_layers) - 1
-            hidden = layer(
-                hidden, attention_mask=attention_mask, output_range=output_range if last else None, training=training
-            )
+            # The [B, S] padding itself, never a [B, T, S] mask: the O(n) attentions stay O(n).
+            hidden = layer(hidden, padding_mask=mask, output_range=output_range if last else None, training=training)
             encoder_outputs.append(hidden)
         if self.final_layer_norm is not None:
             hidden = self.final_layer_norm(hidden)

@@ -13,9 +13,11 @@ Hugging Face layout (dense weights `[out, in]`), so one weight map serves every 
 
 import collections
 import dataclasses
+import math
 import pickle
 import re
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -70,14 +72,57 @@ class _StorageType:
         self.dtype = np.dtype(_TORCH_STORAGE_DTYPES[name])
 
 
+@dataclasses.dataclass
+class _BadTensor:
+    """Stands in for a tensor whose view does not fit its storage; refused once its name is known."""
+
+    reason: str
+
+
 def _rebuild_tensor(storage, storage_offset, size, stride, *unused_args):
-    """`torch._utils._rebuild_tensor_v2`: a strided view of a flat storage, copied."""
+    """`torch._utils._rebuild_tensor_v2`: a strided view of a flat storage, copied.
+
+    The view is checked against the storage first: `as_strided` trusts its arguments and would
+    read (or crash on) memory outside the storage.
+    """
+    problem = _view_problem(storage, storage_offset, size, stride)
+    if problem:
+        return _BadTensor(problem)
+    if not size:
+        return storage[storage_offset : storage_offset + 1].reshape(()).copy()
     itemsize = storage.dtype.itemsize
     flat = storage[storage_offset:]
-    if not size:
-        return flat[:1].reshape(()).copy()
     view = np.lib.stride_tricks.as_strided(flat, shape=tuple(size), strides=[s * itemsize for s in stride])
     return view.copy()
+
+
+def _view_problem(storage, offset, size, stride):
+    """Why (offset, size, stride) is not a view inside `storage`, or '' when it is."""
+    if isinstance(storage, _BadTensor):
+        return storage.reason
+    if not isinstance(storage, np.ndarray):
+        return "has no storage"
+    if not _is_int(offset) or not isinstance(size, (tuple, list)) or not isinstance(stride, (tuple, list)):
+        return "has a malformed view (offset, size, stride)"
+    if not all(map(_is_int, [*size, *stride])) or len(size) != len(stride):
+        return f"has a malformed view (size {tuple(size)}, stride {tuple(stride)})"
+    if offset < 0 or any(n < 0 for n in size) or any(s < 0 for s in stride):
+        return f"has a negative offset, size or stride (offset {offset}, size {tuple(size)}, stride {tuple(stride)})"
+    if 0 in size:
+        return "" if offset <= storage.size else f"starts at {offset}, past its storage of {storage.size} elements"
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+    if last >= storage.size:
+        return (
+            f"reads past its storage (size {tuple(size)}, stride {tuple(stride)}, offset {offset} reach element "
+            f"{last}; the storage holds {storage.size})"
+        )
+    if math.prod(size) > storage.size:  # only stride-0 views do that; a weights file has none
+        return f"has {math.prod(size)} elements (size {tuple(size)}), more than its storage of {storage.size}"
+    return ""
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _rebuild_parameter(data, *unused_args):
@@ -110,10 +155,20 @@ class _TorchUnpickler(pickle.Unpickler):
         )
 
     def persistent_load(self, pid):
+        if not isinstance(pid, tuple) or len(pid) != 5:
+            raise NlpkitError(f"{self._path}: unexpected persistent object {pid!r:.60}", hint="not a torch weights file")
         kind, storage_type, key, _location, numel = pid
-        if kind != "storage" or not isinstance(storage_type, _StorageType):
+        if kind != "storage" or not isinstance(storage_type, _StorageType) or not isinstance(key, str):
             raise NlpkitError(f"{self._path}: unexpected persistent object {kind!r}", hint="not a torch weights file")
-        raw = self._archive.read(f"{self._prefix}/data/{key}")
+        member = f"{self._prefix}/data/{key}"
+        try:
+            raw = self._archive.read(member)
+        except KeyError:
+            return _BadTensor(f"has no storage ({member} is not in the archive)")
+        if not isinstance(numel, int) or numel < 0 or numel * storage_type.dtype.itemsize > len(raw):
+            return _BadTensor(
+                f"claims {numel!r} {storage_type.dtype} elements but its storage {member} holds {len(raw)} bytes"
+            )
         return np.frombuffer(raw, dtype=storage_type.dtype, count=numel)
 
 
@@ -133,10 +188,19 @@ def read_pytorch_bin(path):
         byteorder = f"{prefix}/byteorder"
         if byteorder in archive.namelist() and archive.read(byteorder).strip() != b"little":
             raise NlpkitError(f"{path}: big-endian torch files are not supported", hint="re-save on a little-endian machine")
-        with archive.open(pickles[0]) as file:
-            state = _TorchUnpickler(file, archive, prefix, path).load()
-    if not isinstance(state, dict) or not all(isinstance(v, np.ndarray) for v in state.values()):
+        try:
+            with archive.open(pickles[0]) as file:
+                state = _TorchUnpickler(file, archive, prefix, path).load()
+        except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError, KeyError, IndexError,
+                zipfile.BadZipFile, zlib.error) as err:
+            raise NlpkitError(f"{path}: damaged data.pkl ({type(err).__name__}: {err})", hint="download the file again")
+    if not isinstance(state, dict):
         raise NlpkitError(f"{path}: expected a state dict of tensors", hint="save model.state_dict(), not the model")
+    for name, value in state.items():
+        if isinstance(value, _BadTensor):
+            raise NlpkitError(f"{path}: tensor '{name}' {value.reason}", hint="the file is damaged or not a torch checkpoint")
+        if not isinstance(value, np.ndarray):
+            raise NlpkitError(f"{path}: entry '{name}' is not a tensor", hint="save model.state_dict(), not the model")
     return {name: SourceTensor(value, name) for name, value in state.items()}
 
 
@@ -176,7 +240,11 @@ def read_tf_checkpoint(path):
         raise NlpkitError(f"{path}: cannot read TensorFlow checkpoint ({err})", hint="pass the prefix, e.g. bert_model.ckpt")
     tensors = {}
     for origin in sorted(reader.get_variable_to_shape_map()):
-        value = reader.get_tensor(origin)
+        try:
+            value = reader.get_tensor(origin)
+        except (tf.errors.OpError, ValueError, IndexError) as err:  # IndexError: a truncated data file
+            raise NlpkitError(f"{path}: cannot read tensor '{origin}' ({err.message if hasattr(err, 'message') else err})",
+                              hint="the checkpoint is damaged; download it again")
         if _TF_OPTIMIZER_STATE.search(origin):
             tensors[origin] = SourceTensor(value, origin, skip_reason="optimizer state")
             continue

@@ -23,7 +23,7 @@ import numpy as np
 from nlpkit.encoders import checkpoints
 from nlpkit.encoders.base import weights_to_be_loaded
 from nlpkit.encoders.model_dir import dummy_inputs, load_model, read_config, save_model_dir, tokenizer_assets
-from nlpkit.encoders.presets import build_encoder, encoder_config
+from nlpkit.encoders.presets import build_encoder, encoder_config, read_config_file, validate_config
 from nlpkit.errors import NlpkitError
 from nlpkit.io import atomic_dir
 
@@ -100,7 +100,8 @@ def bert_config_from_hf(hf_config, source="config.json"):
     for required in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
         if required not in hf_config:
             raise NlpkitError(f"{source}: missing key '{required}'", hint="is this a BERT config.json?")
-    return config
+    hf_names = {key: hf_key for hf_key, key in _CONFIG_KEYS.items()}
+    return validate_config(config, source, key_names=hf_names)
 
 
 def hf_config_from_bert(config):
@@ -288,6 +289,8 @@ def read_source(src):
         weights = _find_weights(src)
     elif Path(f"{src}.index").is_file():
         weights = src
+    elif src.is_file():
+        raise NlpkitError(f"{src} is a file", hint=f"pass the folder that holds it: {folder}")
     else:
         raise NlpkitError(f"{src} does not exist", hint="pass a folder with config.json, vocab.txt and the weights")
     config_path = next((folder / n for n in ("config.json", "bert_config.json") if (folder / n).is_file()), None)
@@ -296,7 +299,7 @@ def read_source(src):
     vocab = folder / "vocab.txt"
     if not vocab.is_file():
         raise NlpkitError(f"{folder}: no vocab.txt", hint="the WordPiece vocabulary must sit beside the weights")
-    hf_config = json.loads(config_path.read_text(encoding="utf-8"))
+    hf_config = read_config_file(config_path)
     if weights.suffix == ".safetensors":
         tensors = checkpoints.read_safetensors(weights)
     elif weights.suffix == ".bin":
@@ -329,8 +332,8 @@ def _lower_case(folder, vocab):
     """From tokenizer_config.json if present; else: an uncased vocab has no upper-case token."""
     tokenizer_config = folder / "tokenizer_config.json"
     if tokenizer_config.is_file():
-        setting = json.loads(tokenizer_config.read_text(encoding="utf-8")).get("do_lower_case")
-        if setting is not None:
+        setting = read_config_file(tokenizer_config).get("do_lower_case")
+        if isinstance(setting, bool):
             return bool(setting)
     with open(vocab, encoding="utf-8") as file:
         return not any(re.search(r"[A-Z]", line) for line in file if not line.startswith("["))

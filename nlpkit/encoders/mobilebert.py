@@ -4,7 +4,6 @@ import keras
 
 from nlpkit.encoders.base import EncoderBase, truncated_normal
 from nlpkit.layers.blocks.mobilebert import MobileBertEmbedding, MobileBertTransformer
-from nlpkit.layers.masks import attention_mask_from_padding
 
 
 @keras.saving.register_keras_serializable(package="nlpkit")
@@ -149,10 +148,9 @@ class MobileBertEncoder(EncoderBase):
 
     def _encode(self, word_ids, mask, type_ids, output_range, training):
         hidden = self.embedding_layer(word_ids, type_ids, training=training)
-        attention_mask = attention_mask_from_padding(mask)
         encoder_outputs = []
         for layer in self.transformer_layers:
-            hidden = layer(hidden, attention_mask=attention_mask, training=training)
+            hidden = layer(hidden, padding_mask=mask, training=training)
             encoder_outputs.append(hidden)
         if output_range is not None:
             # The blocks have no partial-query path; slicing the last output is equivalent.

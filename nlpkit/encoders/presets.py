@@ -7,23 +7,27 @@ type of its default) so a typo or a wrong type fails with one line naming the ke
 """
 
 import difflib
-import importlib
+import functools
 import inspect
 import json
 import types
 import typing
 from pathlib import Path
 
+from nlpkit import registry
 from nlpkit.errors import NlpkitError
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 
-# kind -> "module:Class"; imported on demand so reading a config needs no backend.
+# kind -> "module:Class", registered in nlpkit.registry (and read by model_dir to match a saved
+# class); each is imported on first use so reading a config needs no backend.
 ENCODER_KINDS = {
     "bert": "nlpkit.encoders.bert:BertEncoder",
     "mobilebert": "nlpkit.encoders.mobilebert:MobileBertEncoder",
     "transformer_xl": "nlpkit.encoders.transformer_xl:TransformerXLEncoder",
 }
+for _kind, _target in ENCODER_KINDS.items():
+    registry.register("encoder", _kind, _target)
 
 # Keys a config may hold besides constructor arguments.
 _META_KEYS = ("kind", "description")
@@ -33,41 +37,48 @@ _KERAS_KEYS = {"dtype": str, "name": str}
 
 def available_presets():
     """Names of the bundled presets, sorted."""
-    return sorted(path.stem for path in PRESETS_DIR.glob("*.json"))
+    return registry.names("preset")
 
 
 def encoder_class(kind, source="config"):
     """The encoder class registered for `kind`."""
-    if kind not in ENCODER_KINDS:
-        raise NlpkitError(
-            f"{source}: unknown kind '{kind}'", hint=f"'kind' must be one of: {', '.join(sorted(ENCODER_KINDS))}"
-        )
-    module_name, _, class_name = ENCODER_KINDS[kind].partition(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    return registry.get("encoder", kind, source).constructor
 
 
 def kind_of(encoder):
     """The `kind` of an encoder instance (inverse of `encoder_class`)."""
-    for kind, target in ENCODER_KINDS.items():
-        if target == f"{type(encoder).__module__}:{type(encoder).__name__}":
+    for kind, entry in registry.entries("encoder").items():
+        if entry.constructor is type(encoder):
             return kind
     raise NlpkitError(f"{type(encoder).__name__} is not a registered encoder", hint="use one of nlpkit.encoders")
 
 
 def load_preset(name):
     """The validated config of a bundled preset."""
-    path = PRESETS_DIR / f"{name}.json"
-    if not path.is_file():
-        close = difflib.get_close_matches(str(name), available_presets(), n=1)
-        hint = f"did you mean '{close[0]}'?" if close else f"choose one of: {', '.join(available_presets())}"
-        raise NlpkitError(f"unknown preset '{name}'", hint=hint)
+    path = PRESETS_DIR / f"{registry.get('preset', name).name}.json"
     return validate_config(read_config_file(path), source=str(path))
+
+
+def _build_preset(name, **overrides):
+    return build_encoder(load_preset(name), **overrides)
+
+
+def _preset_encoder_class(name):
+    return encoder_class(read_config_file(PRESETS_DIR / f"{name}.json").get("kind"), f"preset {name}")
+
+
+# Every bundled preset in the registry: it builds its encoder and takes that encoder's arguments.
+for _path in sorted(PRESETS_DIR.glob("*.json")):
+    registry.register("preset", _path.stem, functools.partial(_build_preset, _path.stem),
+                      parameters_of=functools.partial(_preset_encoder_class, _path.stem))
 
 
 def load_config(name_or_path):
     """A preset name or a JSON/YAML file path -> validated config."""
-    if Path(str(name_or_path)).suffix.lower() in (".json", ".yaml", ".yml"):
-        path = Path(name_or_path)
+    path = Path(str(name_or_path))
+    if path.is_dir():
+        raise NlpkitError(f"config {path} is a folder, not a config file", hint="pass a .json or .yaml encoder config")
+    if path.suffix.lower() in (".json", ".yaml", ".yml"):
         return validate_config(read_config_file(path), source=str(path))
     return load_preset(name_or_path)
 
@@ -77,7 +88,10 @@ def read_config_file(path):
     path = Path(path)
     if not path.is_file():
         raise NlpkitError(f"config file {path} does not exist", hint="check the --config path")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise NlpkitError(f"{path}: not UTF-8 text (byte {err.start})", hint="a config is a JSON or YAML text file")
     if path.suffix.lower() in (".yaml", ".yml"):
         import yaml
 
@@ -97,34 +111,83 @@ def read_config_file(path):
     return data
 
 
-def validate_config(config, source="config"):
+# Sane ranges of size-like arguments, by name, for every encoder (and head) that has them: a
+# typo such as num_layers: 1000000 must fail here, not spin for hours building the model.
+SIZE_BOUNDS = {
+    "vocab_size": (1, 2_000_000),
+    "hidden_size": (1, 16_384),
+    "embedding_width": (1, 16_384),
+    "inner_dim": (1, 65_536),
+    "inner_size": (1, 65_536),
+    "intra_bottleneck_size": (1, 16_384),
+    "head_size": (1, 4_096),
+    "num_layers": (1, 256),
+    "num_attention_heads": (1, 256),
+    "num_feedforward_networks": (1, 64),
+    "max_sequence_length": (1, 65_536),
+    "type_vocab_size": (1, 1_024),
+    "output_range": (1, 65_536),
+    "mem_len": (0, 65_536),
+    "reuse_len": (0, 65_536),
+    "clamp_len": (-1, 65_536),
+    "num_classes": (2, 1_000_000),
+}
+# Probabilities.
+RATE_KEYS = ("output_dropout", "attention_dropout", "dropout_rate", "attention_dropout_rate")
+
+
+def validate_config(config, source="config", *, key_names=None):
     """Check `config` against its encoder's constructor; return a copy.
 
     Raises NlpkitError naming `source` and the offending key for: a missing or unknown `kind`,
-    an unknown key (with the closest valid key), a value of the wrong type, a missing required key.
+    an unknown key (with the closest valid key), a value of the wrong type or out of its range
+    (`SIZE_BOUNDS`), a missing required key. `key_names` maps a key to the name the user wrote
+    (for configs translated from another format, e.g. HF `num_hidden_layers`).
     """
     if not isinstance(config, dict):
         raise NlpkitError(f"{source}: a config must be a mapping", hint="see nlpkit/encoders/presets")
     if "kind" not in config:
         raise NlpkitError(f"{source}: missing key 'kind'", hint=f"add \"kind\": one of {', '.join(ENCODER_KINDS)}")
     kind = config["kind"]
-    expected = constructor_types(encoder_class(kind, source))
-    for key, value in config.items():
-        if key in _META_KEYS:
-            continue
-        if key not in expected:
-            close = difflib.get_close_matches(key, list(expected), n=1)
-            hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(sorted(expected))}"
-            raise NlpkitError(f"{source}: unknown key '{key}' for kind '{kind}'", hint=hint)
-        if not _matches(value, expected[key]):
-            raise NlpkitError(
-                f"{source}: key '{key}' must be {_type_name(expected[key])}, got {type(value).__name__} {value!r}",
-                hint="fix the value",
-            )
-    missing = [name for name in required_arguments(encoder_class(kind)) if name not in config]
+    if not isinstance(kind, str):
+        raise NlpkitError(f"{source}: key 'kind' must be a string, got {kind!r:.60}", hint=f"one of {', '.join(ENCODER_KINDS)}")
+    cls = encoder_class(kind, source)
+    arguments = {key: value for key, value in config.items() if key not in _META_KEYS}
+    check_arguments(arguments, constructor_types(cls), f"{source}", f"kind '{kind}'", key_names=key_names)
+    missing = [name for name in required_arguments(cls) if name not in config]
     if missing:
         raise NlpkitError(f"{source}: missing key '{missing[0]}' for kind '{kind}'", hint="add it to the config")
     return dict(config)
+
+
+def check_arguments(arguments, expected, source, owner, *, key_names=None):
+    """Check constructor `arguments` against `expected` ({name: type}): known keys, types, ranges."""
+    key_names = key_names or {}
+    for key, value in arguments.items():
+        shown = key_names.get(key, key)
+        if not isinstance(key, str) or key not in expected:
+            close = difflib.get_close_matches(str(key), list(expected), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(sorted(expected))}"
+            raise NlpkitError(f"{source}: unknown key '{key}' for {owner}", hint=hint)
+        if not _matches(value, expected[key]):
+            raise NlpkitError(
+                f"{source}: key '{shown}' must be {_type_name(expected[key])}, got {type(value).__name__} {value!r:.60}",
+                hint="fix the value",
+            )
+        _check_range(shown, key, value, source)
+
+
+def _check_range(shown, key, value, source):
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    if key in SIZE_BOUNDS:
+        low, high = SIZE_BOUNDS[key]
+        if not low <= value <= high:
+            raise NlpkitError(
+                f"{source}: key '{shown}' is {value}, outside the supported range {low}..{high}", hint="fix the value"
+            )
+    if key in RATE_KEYS and not 0 <= value < 1:
+        raise NlpkitError(f"{source}: key '{shown}' is {value}, not a rate in [0, 1)", hint="fix the value")
 
 
 def constructor_types(cls):

@@ -29,11 +29,14 @@ class TransformerXLEncoder(EncoderBase):
         see `nlpkit.layers.blocks.xl.TransformerXL`.
       initializer_range: stddev of the truncated-normal initializer of all weights.
 
-    Call: `encoder(dict(input_word_ids=..., input_mask=..., input_type_ids=...), memories=None)`,
-    inputs int32 `[B, T]` (mask 1 = real token; type ids become segments), memories `[B, L, M, D]`
-    from the previous segment's `new_memories`. Returns a dict: `sequence_output` `[B, T, D]`,
-    `pooled_output` `[B, D]` (tanh dense on the first token), `encoder_outputs` (list of L
-    `[B, T, D]`), and `new_memories` `[B, L, mem_len, D]` when mem_len > 0.
+    Call: `encoder(dict(input_word_ids=..., input_mask=..., input_type_ids=...), memories=None,
+    memory_mask=None)`, inputs int32 `[B, T]` (mask 1 = real token; type ids become segments),
+    memories `[B, L, M, D]` from the previous segment's `new_memories`, memory_mask `[B, M]`
+    (1 = memory position that may be attended; 0 e.g. at a document boundary). Returns a dict:
+    `sequence_output` `[B, T, D]`, `pooled_output` `[B, D]` (tanh dense on the first token),
+    `encoder_outputs` (list of L `[B, T, D]`), and when mem_len > 0 `new_memories`
+    `[B, L, mem_len, D]` (and `new_memory_mask` `[B, mem_len]` when memory_mask is given).
+    `nlpkit.training.memory.RecurrentMemoryPretrainer` carries them from one training step to the next.
     """
 
     _constructor_arguments = (
@@ -111,11 +114,16 @@ class TransformerXLEncoder(EncoderBase):
             hidden_size, activation="tanh", kernel_initializer=initializer, name="pooler", dtype=policy
         )
 
-    def call(self, inputs, memories=None, training=None):
+    def call(self, inputs, memories=None, memory_mask=None, training=None):
         word_ids, mask, type_ids = unpack_inputs(inputs)
         embedded = self.word_embeddings(word_ids)
         result = self.transformer(
-            embedded, padding_mask=mask, segment_ids=type_ids, memories=memories, training=training
+            embedded,
+            padding_mask=mask,
+            segment_ids=type_ids,
+            memories=memories,
+            memory_mask=memory_mask,
+            training=training,
         )
         sequence = result["sequence_output"]
         outputs = dict(
@@ -123,13 +131,16 @@ class TransformerXLEncoder(EncoderBase):
             pooled_output=self.pooler(sequence[:, 0]),
             encoder_outputs=result["encoder_outputs"],
         )
-        if "new_memories" in result:
-            outputs["new_memories"] = result["new_memories"]
+        for key in ("new_memories", "new_memory_mask"):
+            if key in result:
+                outputs[key] = result[key]
         return outputs
 
     def _too_long(self, word_ids):
         return False  # relative positions: no position table, no length limit
 
-    def compute_output_spec(self, inputs, memories=None, training=None):
+    def compute_output_spec(self, inputs, memories=None, memory_mask=None, training=None):
         # Traced from `call` (the base class's given spec has no memories).
-        return keras.layers.Layer.compute_output_spec(self, inputs, memories=memories, training=training)
+        return keras.layers.Layer.compute_output_spec(
+            self, inputs, memories=memories, memory_mask=memory_mask, training=training
+        )

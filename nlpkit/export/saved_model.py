@@ -123,12 +123,17 @@ def _add_id_endpoint(archive, endpoints, seq_length):
 def export_saved_model(model_dir, output, *, preprocessing=True, force=False, seq_length=None):
     """Write the SavedModel for `model_dir` to `output` (atomically); returns its metadata dict."""
     from nlpkit.encoders.model_dir import load_model, read_config, tokenizer_assets
-    from nlpkit.io import atomic_dir
+    from nlpkit.io import atomic_dir, check_not_input, check_replaceable
+    from nlpkit.text.packing import check_seq_length
 
     _require_tensorflow_backend()
     document = read_config(model_dir)
     head = document.get("head") or {}
+    if seq_length is not None:  # 0 is a mistake, not "the default"
+        check_seq_length(seq_length, 2 if head.get("pair_column") else 1)
     seq_length = seq_length or head.get("seq_length") or 128
+    check_not_input(output, {"--model": model_dir})
+    check_replaceable(output, force, is_ours=_is_saved_model, kind="a SavedModel")
     model = load_model(model_dir)
     assets = tokenizer_assets(model_dir)
     if preprocessing and assets is None:
@@ -148,7 +153,7 @@ def export_saved_model(model_dir, output, *, preprocessing=True, force=False, se
     metadata = {"source": str(model_dir), "kind": document.get("kind"), "head": head or None,
                 "labels": head.get("labels"), "seq_length": seq_length, "preprocessing": preprocessing,
                 "signatures": _signature_names(preprocessing)}
-    with atomic_dir(output, overwrite=force) as tmp:
+    with atomic_dir(output, overwrite=True) as tmp:  # check_replaceable decided above
         shutil.rmtree(tmp)
         archive.write_out(str(tmp), verbose=False)
         (tmp / "assets.extra").mkdir(exist_ok=True)
@@ -159,9 +164,14 @@ def export_saved_model(model_dir, output, *, preprocessing=True, force=False, se
     return metadata
 
 
+def _is_saved_model(path):
+    return (Path(path) / "saved_model.pb").is_file()
+
+
 def _trackables(tokenizer):
-    """TensorFlow resources a tokenizer layer holds outside Keras' tracking (SentencePiece's model)."""
-    inner = getattr(tokenizer.tokenizer, "_tf", None)
+    """TensorFlow resources a tokenizer layer holds outside Keras' tracking: SentencePiece's model resource,
+    whose saved initializer carries the .model bytes (the export works with the model directory gone)."""
+    inner = getattr(tokenizer, "tf_tokenizer", None)  # see SentencepieceTokenizer.__init__
     return [inner] if isinstance(inner, tf.Module) else []
 
 

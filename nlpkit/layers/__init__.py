@@ -7,6 +7,7 @@ Every layer is registered for saving under the package name "nlpkit".
 from nlpkit.layers.attention import (
     BigBirdAttention,
     CachedAttention,
+    GroupedQueryAttention,
     KernelAttention,
     MultiChannelAttention,
     MultiHeadAttention,
@@ -38,6 +39,7 @@ from nlpkit.layers.attention.efficient import (
 from nlpkit.layers.blocks.decoder import TransformerDecoderBlock, TransformerDecoderLayer
 from nlpkit.layers.blocks.encoder import Transformer, TransformerEncoderBlock
 from nlpkit.layers.blocks.mobilebert import MobileBertEmbedding, MobileBertTransformer
+from nlpkit.layers.blocks.reuse import _FIXED_ARGUMENTS as _REUSE_FIXED_ARGUMENTS
 from nlpkit.layers.blocks.reuse import ReuseTransformer
 from nlpkit.layers.blocks.rezero import ReZeroTransformer
 from nlpkit.layers.blocks.xl import TransformerXL, TransformerXLBlock
@@ -50,6 +52,7 @@ from nlpkit.layers.gaussian_process import (
     ResetCovarianceCallback,
     mean_field_logits,
 )
+from nlpkit.layers.normalization import RMSNorm
 from nlpkit.layers.heads import ClassificationHead, MaskedLM, MatMulWithMargin
 from nlpkit.layers.masks import (
     MaskedSoftmax,
@@ -61,6 +64,16 @@ from nlpkit.layers.masks import (
 )
 from nlpkit.layers.relative_position import RelativePositionEncoding
 from nlpkit.layers.spectral_norm import SpectralNormalization
+from nlpkit.registry import register
+
+# Blocks by name; "encoder:linear" gives a block whose attention_type is "linear".
+_COMPOSES_ATTENTION = dict(inner="attention_type", inner_kind="attention", pass_name=True)
+register("block", "encoder", TransformerEncoderBlock, **_COMPOSES_ATTENTION)
+register("block", "decoder", TransformerDecoderBlock, **_COMPOSES_ATTENTION)
+register("block", "rezero", ReZeroTransformer, **_COMPOSES_ATTENTION)
+register("block", "mobilebert", MobileBertTransformer, **_COMPOSES_ATTENTION)
+register("block", "reuse", ReuseTransformer, fixed=_REUSE_FIXED_ARGUMENTS)
+register("block", "xl", TransformerXLBlock)
 
 __all__ = [name for name in dir() if not name.startswith("_") and name[0].isupper() or name in (
     "attention_mask_from_padding", "available_attentions", "causal_mask", "combine_masks", "make_attention",

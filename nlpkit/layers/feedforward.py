@@ -112,9 +112,9 @@ class GatedFeedforward(keras.layers.Layer):
     the norm is skipped. The layer norm computes in float32 under mixed precision.
 
     Args:
-      inner_dim: size of each block's inner projection.
-      inner_activation: activation of the inner projection ("gelu" + gate = GEGLU,
-        "relu" + gate = ReGLU, "silu" + gate = SwiGLU).
+      inner_dim: size of each block's inner projection (default 768, as in Model Garden).
+      inner_activation: activation of the inner projection ("gelu" + gate = GEGLU, the
+        default; "relu" + gate = ReGLU, "silu" + gate = SwiGLU).
       dropout: dropout rate of each block's output (see `dropout_position`).
       use_gate: gated linear unit (True) or a plain two-layer FFN (False).
       num_blocks: number of stacked blocks (each with its own weights).
@@ -129,8 +129,8 @@ class GatedFeedforward(keras.layers.Layer):
 
     def __init__(
         self,
-        inner_dim,
-        inner_activation,
+        inner_dim=768,
+        inner_activation="gelu",
         dropout=0.0,
         use_gate=True,
         num_blocks=1,

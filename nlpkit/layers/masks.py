@@ -63,14 +63,21 @@ def masked_softmax(scores, mask=None, axis=-1):
     return probs if mask is None else ops.where(mask, probs, 0.0)
 
 
+# TensorFlow's oneDNN softmax kernel (on by default on x86 CPUs) refuses inputs of higher rank.
+_MAX_SOFTMAX_RANK = 5
+
+
 def _softmax(scores, axis):
     """Softmax over one axis or several; `ops.softmax` with a tuple reshapes with static dims,
-    which fails when a dimension (the batch) is unknown while tracing."""
+    which fails when a dimension (the batch) is unknown while tracing. Scores of rank > 5
+    (attention over inner axes of a rank-5 input) take the same exp-minus-logsumexp form."""
     if isinstance(axis, (tuple, list)):
         if len(axis) == 1:
             axis = axis[0]
         else:
             return ops.exp(scores - ops.logsumexp(scores, axis=tuple(axis), keepdims=True))
+    if len(scores.shape) > _MAX_SOFTMAX_RANK:
+        return ops.exp(scores - ops.logsumexp(scores, axis=axis, keepdims=True))
     return ops.softmax(scores, axis=axis)
 
 

@@ -61,13 +61,13 @@ class TextClassifier(keras.Model):
     def __init__(
         self,
         encoder,
-        num_classes,
-        head="classification",
-        inner_dim=None,
-        dropout_rate=None,
-        head_kwargs=None,
-        mean_field_factor=3.14159265 / 8.0,
-        pooling=None,
+        num_classes: int,
+        head: str = "classification",
+        inner_dim: int | None = None,
+        dropout_rate: float | None = None,
+        head_kwargs: dict | None = None,
+        mean_field_factor: float = 3.14159265 / 8.0,
+        pooling: str | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -118,6 +118,12 @@ class TextClassifier(keras.Model):
         """SNGP: start a new precision-matrix estimate (called at the start of every epoch)."""
         if hasattr(self.head_layer, "reset_covariance_matrix"):
             self.head_layer.reset_covariance_matrix()
+
+    def get_build_config(self):
+        # Only `__call__` records the input shapes Keras rebuilds a loaded model from; a model used
+        # through `predict_outputs` alone has built weights but none recorded, and would load unbuilt
+        # and without its weights. Its encoder was called with the same inputs, so it has them.
+        return super().get_build_config() or self.encoder.get_build_config()
 
     def get_config(self):
         config = super().get_config()

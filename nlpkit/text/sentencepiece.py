@@ -1,25 +1,11 @@
 """SentencePiece tokenization (a .model file) on tensorflow-text's SentencepieceTokenizer."""
 
-from pathlib import Path
-
 from nlpkit._tf import import_tensorflow
-from nlpkit.errors import NlpkitError
+from nlpkit.text.vocab import load_sentencepiece_processor
 
 tf = import_tensorflow()
 import keras  # noqa: E402 - imported after TensorFlow so its import noise stays filtered
 import tensorflow_text as tf_text  # noqa: E402
-
-
-def _read_model(model):
-    if isinstance(model, (bytes, bytearray)):
-        return bytes(model)
-    path = Path(model)
-    if not path.is_file():
-        raise NlpkitError(f"SentencePiece model {path} does not exist", hint="pass the .model file")
-    data = path.read_bytes()
-    if not data:
-        raise NlpkitError(f"SentencePiece model {path} is empty", hint="train one with: nlpkit vocab --kind sentencepiece")
-    return data
 
 
 def _piece_id(processor, candidates, fallback):
@@ -43,14 +29,7 @@ class SentencePieceTokenizer:
     """
 
     def __init__(self, model, *, add_bos=False, add_eos=False):
-        import sentencepiece
-
-        self.model_bytes = _read_model(model)
-        self.processor = sentencepiece.SentencePieceProcessor()
-        try:
-            self.processor.LoadFromSerializedProto(self.model_bytes)
-        except Exception as err:  # noqa: BLE001 - the library raises bare RuntimeError/OSError
-            raise NlpkitError(f"{model} is not a SentencePiece model ({err})", hint="pass a .model file") from None
+        self.processor, self.model_bytes = load_sentencepiece_processor(model)
         self.add_bos = add_bos
         self.add_eos = add_eos
         self.tf_tokenizer = tf_text.SentencepieceTokenizer(

@@ -1,6 +1,5 @@
 """Using a fine-tuned classifier directory: batched predictions, metrics, calibration, OOD AUROC."""
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -98,8 +97,8 @@ def evaluate(model_dir, data_path, *, json_path=None, diagram_path=None, ood_pat
         metrics.reliability_diagram(probs, labels, diagram_path, title=f"Reliability ({head.get('type')} head)")
         result["reliability_diagram"] = str(diagram_path)
     if json_path:
-        from nlpkit.io import atomic_file
+        from nlpkit.io import atomic_file, json_text
 
         with atomic_file(json_path) as tmp:
-            Path(tmp).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+            Path(tmp).write_text(json_text(result, indent=2) + "\n", encoding="utf-8")
     return result

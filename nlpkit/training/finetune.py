@@ -1,21 +1,34 @@
 """Fine-tuning a text classifier: encoder (model directory, pretraining run or preset) + head.
 
-`finetune(FinetuneConfig(...))` reads labelled data, packs it with the model's own tokenizer,
-trains with AdamW + warm-up under `keras.Model.fit` (any backend), keeps the best epoch by
-validation accuracy (early stopping), and writes a model directory whose config.json records the
-head, the label names and the sequence length, so evaluate / predict / export need only that folder.
+`finetune(FinetuneConfig(...))` reads labelled data, packs it with the model's own tokenizer and
+trains on the shared runtime (`nlpkit.training.runtime`): strategy, precision, jit, gradient
+accumulation, AdamW with warm-up and decay, checkpoints with exact resume, TensorBoard. It
+evaluates every `eval_every` updates (default: once per epoch), keeps the best evaluation by
+validation accuracy (early stopping after `patience` evaluations without gain), and makes OUTPUT a
+model directory whose config.json records the head, the label names and the sequence length, so
+evaluate / predict / export need only that folder.
+
+OUTPUT is the run directory while it trains (finetune_config.json, checkpoints/, logs/,
+best.weights.npz); running the same command on an interrupted OUTPUT resumes it.
 """
 
-import time
-import warnings
+import math
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import keras
 import numpy as np
 
+from nlpkit.training import runtime  # imports TensorFlow before Keras
 from nlpkit.errors import NlpkitError
+from nlpkit.io import atomic_file, check_at_least, disk_errors
+from nlpkit.training import checkpoints
 from nlpkit.training import classification_data as data
+
+import keras  # noqa: E402  (after the runtime's TensorFlow import)
+
+RUN_CONFIG = "finetune_config.json"
+BEST_WEIGHTS = "best.weights.npz"
 
 
 @dataclass
@@ -30,11 +43,18 @@ class FinetuneConfig:
     head: str = "classification"
     pooling: str = None  # None: the head's default (TextClassifier)
     epochs: int = 3
+    max_steps: int = None  # None: epochs x updates per epoch
     batch_size: int = 32
     seq_length: int = 128
     learning_rate: float = 5e-5
+    warmup_steps: int = None  # None: warmup_fraction of the updates
     warmup_fraction: float = 0.1
     weight_decay: float = 0.01
+    clip_norm: float = 1.0
+    accumulation_steps: int = 1
+    eval_every: int = None  # None: once per epoch
+    checkpoint_every: int = None  # None: at every evaluation
+    keep_checkpoints: int = 2
     patience: int = 2
     class_weights: bool = False
     text_column: str = "text"
@@ -42,54 +62,86 @@ class FinetuneConfig:
     label_column: str = "label"
     empty_rows: str = "skip"
     lower_case: bool = True
+    strategy: str = "auto"
+    tpu: str = None
+    precision: str = "float32"
+    jit: bool = False
     seed: int = 0
     overwrite: bool = False
 
-
-def start_encoder(model=None, preset=None, vocab=None, lower_case=True):
-    """(encoder, encoder config, vocab path, lower_case) from a model directory or a preset.
-
-    A model directory may hold an encoder (build / convert / pretrain) or a classifier, whose
-    encoder is then taken (fine-tuning again from a fine-tuned model).
-    """
-    from nlpkit.encoders.presets import build_encoder, encoder_config, load_config
-
-    if (preset is None) == (model is None):
-        raise NlpkitError("pass exactly one of --model and --preset")
-    if preset is not None:
-        if vocab is None:
-            from nlpkit.data.bundled import bert_vocab_path
-
-            vocab = bert_vocab_path()
-        encoder = build_encoder(load_config(preset))
-        return encoder, encoder_config(encoder), str(vocab), lower_case
-    from nlpkit.encoders.model_dir import load_model, tokenizer_assets
-
-    loaded = load_model(model)
-    encoder = getattr(loaded, "encoder", loaded)
-    assets = tokenizer_assets(model) or {}
-    vocab = vocab or assets.get("path")
-    if vocab is None:
-        raise NlpkitError(f"--model {model} has no tokenizer assets", hint="pass --vocab")
-    return encoder, encoder_config(encoder), str(vocab), assets.get("lower_case", lower_case)
+    def identity(self):
+        """The fields a resumed run must share with the interrupted one."""
+        return {k: v for k, v in asdict(self).items() if k not in ("output", "tpu", "strategy", "overwrite")}
 
 
-def _check_choices(config):
+@dataclass(frozen=True)
+class _Plan:
+    """The run's length in updates, from the config and the number of training examples."""
+
+    steps_per_epoch: int
+    max_steps: int
+    warmup_steps: int
+    eval_every: int
+    checkpoint_every: int
+
+
+def _plan(config, train_examples):
+    steps_per_epoch = max(math.ceil(train_examples / config.batch_size), 1)
+    max_steps = config.max_steps or config.epochs * steps_per_epoch
+    warmup = config.warmup_steps if config.warmup_steps is not None else int(config.warmup_fraction * max_steps)
+    if warmup > max_steps:
+        raise NlpkitError(f"--warmup-steps {warmup} exceeds the run's {max_steps} updates")
+    eval_every = config.eval_every or steps_per_epoch
+    return _Plan(steps_per_epoch, max_steps, warmup, eval_every, config.checkpoint_every or eval_every)
+
+
+def _check_options(config):
     from nlpkit.layers.heads import POOLINGS
     from nlpkit.models.classifier import HEADS
 
     for option, value, choices in (("--head", config.head, HEADS), ("--pooling", config.pooling, POOLINGS)):
         if value is not None and value not in choices:
             raise NlpkitError(f"{option} {value!r} is not one of {', '.join(choices)}")
+    runtime.check_precision(config.precision)
+    runtime.check_learning_rate(config.learning_rate)
+    check_at_least(1, **{"--epochs": config.epochs, "--batch-size": config.batch_size, "--max-steps": config.max_steps,
+                         "--accumulation-steps": config.accumulation_steps, "--eval-every": config.eval_every,
+                         "--checkpoint-every": config.checkpoint_every, "--keep-checkpoints": config.keep_checkpoints})
+    check_at_least(0, **{"--warmup-steps": config.warmup_steps, "--weight-decay": config.weight_decay})
+    if not 0 <= config.warmup_fraction <= 1:
+        raise NlpkitError(f"--warmup-fraction must be between 0 and 1, got {config.warmup_fraction}")
+    if config.batch_size % config.accumulation_steps:
+        raise NlpkitError(
+            f"--batch-size {config.batch_size} is not a multiple of --accumulation-steps {config.accumulation_steps}"
+        )
+
+
+def _is_model_dir(path):
+    from nlpkit.encoders.model_dir import CONFIG_FILE
+
+    return (Path(path) / CONFIG_FILE).is_file()
+
+
+def _check_output(config):
+    """Fail before training on an output that is not ours, or is a finished model without --overwrite
+    (an interrupted run is resumed, or refused by `open_run_dir` if it is another run)."""
+    from nlpkit.io import check_not_input, check_replaceable, check_writable
+
+    output = Path(config.output)
+    check_not_input(output, {"--train": config.train, "--validation": config.validation, "--model": config.model,
+                             "--vocab": config.vocab})
+    if not (output / RUN_CONFIG).is_file() or _is_model_dir(output):
+        check_replaceable(output, config.overwrite, flag="--overwrite", kind="a model directory",
+                          is_ours=lambda path: _is_model_dir(path) or (path / RUN_CONFIG).is_file())
+    check_writable(output)
 
 
 def _datasets(config, packer):
-    train = data.read_examples(config.train, text_column=config.text_column, pair_column=config.pair_column,
-                               label_column=config.label_column, empty_rows=config.empty_rows)
+    columns = dict(text_column=config.text_column, pair_column=config.pair_column,
+                   label_column=config.label_column, empty_rows=config.empty_rows)
+    train = data.read_examples(config.train, **columns)
     if config.validation:
-        validation = data.read_examples(config.validation, text_column=config.text_column,
-                                        pair_column=config.pair_column, label_column=config.label_column,
-                                        empty_rows=config.empty_rows)
+        validation = data.read_examples(config.validation, **columns)
     else:
         train, validation = data.split_validation(train, config.validation_split, config.seed)
     names = data.label_names(train.labels)
@@ -101,92 +153,180 @@ def _datasets(config, packer):
 
 def _class_weights(labels, num_classes):
     counts = np.bincount(labels, minlength=num_classes).astype("float64")
-    return {i: float(len(labels) / (num_classes * c)) if c else 0.0 for i, c in enumerate(counts)}
+    return np.array([len(labels) / (num_classes * c) if c else 0.0 for c in counts], "float32")
 
 
-def _callbacks(config, on_epoch):
-    callbacks = [
-        keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=config.patience,
-                                      restore_best_weights=True),
-        _EpochReporter(on_epoch),
-    ]
-    if config.head == "sngp":
-        from nlpkit.layers.gaussian_process import ResetCovarianceCallback
+def _train_dataset(config, x, y, micro_batch, skip_batches, weights=None):
+    """Infinite (features, labels[, weights]) micro-batches, from `skip_batches` on.
 
-        # The GP's precision matrix must describe one pass over the data, not a running mix of
-        # all epochs' features: reset it at the start of every epoch.
-        callbacks.insert(0, ResetCovarianceCallback())
-    return callbacks
+    Epoch e visits the examples in a stateless permutation seeded by (seed, e): the order depends
+    on nothing but the seed, never on how often the dataset was iterated (a seeded `shuffle`
+    reshuffles per iterator, and a distribution strategy may open more than one).
+    """
+    tf = runtime.tf
+    columns = (x, y) if weights is None else (x, y, weights[y])
+    count, seed = len(y), int(config.seed)
+
+    def epoch_order(epoch):
+        order = tf.random.experimental.stateless_shuffle(tf.range(count, dtype=tf.int64), seed=[seed, epoch])
+        return tf.data.Dataset.from_tensor_slices(order)
+
+    dataset = tf.data.Dataset.range(2**62).flat_map(epoch_order)
+    dataset = dataset.batch(micro_batch, drop_remainder=True).skip(skip_batches)
+    dataset = dataset.map(lambda rows: tf.nest.map_structure(lambda column: tf.gather(column, rows), columns))
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    options.deterministic = True
+    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
-class _EpochReporter(keras.callbacks.Callback):
-    def __init__(self, on_epoch):
+class _BestKeeper(keras.callbacks.Callback):
+    """At every evaluation: keep the weights of the best validation accuracy (RUN/best.weights.npz)
+    and stop after `patience` evaluations without gain. Its state travels in the checkpoints."""
+
+    def __init__(self, run, patience, chief, state):
         super().__init__()
-        self.on_epoch = on_epoch
-        self.history = []
+        self.run, self.patience, self.chief = Path(run), patience, chief
+        self.best = state.get("best", -math.inf)
+        self.best_step = state.get("best_step")
+        self.wait = state.get("wait", 0)
+        self.evaluations = state.get("evaluations", [])
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._started = time.perf_counter()
+    def state(self):
+        return {"best": self.best, "best_step": self.best_step, "wait": self.wait, "evaluations": self.evaluations}
 
     def on_epoch_end(self, epoch, logs=None):
-        row = {"epoch": epoch + 1, "seconds": time.perf_counter() - self._started,
-               **{k: float(v) for k, v in (logs or {}).items()}}
-        self.history.append(row)
-        if self.on_epoch:
-            self.on_epoch(row)
+        if "val_accuracy" not in (logs or {}) or not math.isfinite(float(logs["loss"])):
+            return
+        step = epoch + 1
+        self.evaluations.append({"step": step, **{k: float(v) for k, v in logs.items()}})
+        if float(logs["val_accuracy"]) > self.best:
+            self.best, self.best_step, self.wait = float(logs["val_accuracy"]), step, 0
+            if self.chief:
+                with atomic_file(self.run / BEST_WEIGHTS) as tmp, open(tmp, "wb") as handle:
+                    np.savez(handle, **checkpoints.arrays_of(checkpoints.model_keys(self.model)))
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                self.model.stop_training = True
+
+    def restore_best(self, model):
+        if self.best_step is not None and (self.run / BEST_WEIGHTS).is_file():
+            arrays = checkpoints.load_arrays(self.run / BEST_WEIGHTS)
+            checkpoints.assign(arrays, checkpoints.model_keys(model), self.run / BEST_WEIGHTS)
 
 
-def finetune(config, *, on_start=None, on_epoch=None, on_batch=None):
-    """Train and save a classifier; returns a summary dict (history, best epoch, paths, counts).
+def _covariance_reset(steps_per_epoch):
+    """SNGP: the GP's precision matrix must describe one pass over the data, not a running mix of
+    all epochs' features: reset it at the start of every data epoch (a Keras epoch is one update)."""
+    from nlpkit.layers.gaussian_process import ResetCovarianceCallback
 
-    Hooks for progress display: `on_start(total_steps)`, `on_epoch(row)`, `on_batch(logs)`.
-    """
-    from nlpkit.encoders.model_dir import save_model_dir
-    from nlpkit.io import check_writable
+    class EpochCovarianceReset(ResetCovarianceCallback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch % steps_per_epoch == 0:
+                super().on_epoch_begin(epoch, logs)
+
+    return EpochCovarianceReset()
+
+
+def _describe_step(config):
+    def describe(step, logs, seconds):
+        return {"step": step, **{k: float(v) for k, v in logs.items()}, "examples_per_s": config.batch_size / seconds}
+
+    return describe
+
+
+def _load_encoder(config, strategy):
+    """`runtime.start_encoder` under --precision and the strategy."""
+    with runtime.precision_policy(config.precision), runtime.scope(strategy):
+        return runtime.start_encoder(config.model, config.preset, config.vocab, config.lower_case)
+
+
+def _build_classifier(config, strategy, encoder, train_x, num_classes, plan):
+    """The compiled classifier (its optimizer built), under --precision and the strategy."""
     from nlpkit.models.classifier import TextClassifier
-    from nlpkit.training.optimization import create_optimizer
 
-    output = Path(config.output)
-    if output.exists() and not config.overwrite:
-        raise NlpkitError(f"--output {output} already exists", hint="pass --overwrite or choose another folder")
-    check_writable(output)  # fail before training, not after
-    _check_choices(config)
+    with runtime.precision_policy(config.precision):
+        # Created outside the strategy's scope, built inside it: see `nlpkit.training.pretrain._build_model`.
+        model = runtime.for_strategy(TextClassifier, strategy)(
+            encoder, num_classes=num_classes, head=config.head, pooling=config.pooling)
+    with runtime.precision_policy(config.precision), runtime.scope(strategy):
+        model({name: ids[:1] for name, ids in train_x.items()})  # build, so the optimizer sees every variable
+        optimizer = runtime.build_optimizer(
+            model, learning_rate=config.learning_rate, total_steps=plan.max_steps, warmup_steps=plan.warmup_steps,
+            weight_decay=config.weight_decay, clip_norm=config.clip_norm,
+            accumulation_steps=config.accumulation_steps, precision=config.precision)
+        model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")], jit_compile=config.jit)
+    return model
+
+
+def finetune(config, *, on_start=None, on_step=None):
+    """Train (or resume) and save a classifier; returns a summary dict (history, best, paths, counts).
+
+    Hooks for progress display: `on_start(total_steps, start_step)`, `on_step(step, record)`.
+    """
+    _check_options(config)
+    strategy = runtime.strategy_for_backend(config.strategy, config.tpu)
+    chief, output = runtime.is_chief(strategy), Path(config.output)
+    if chief:  # the other workers find RUN being written by the chief
+        _check_output(config)
+    described = runtime.describe_strategy(strategy, config.batch_size)
     keras.utils.set_random_seed(config.seed)
-    encoder, encoder_config, vocab, lower_case = start_encoder(config.model, config.preset, config.vocab,
-                                                               config.lower_case)
-    packer = data.TextPacker(vocab, config.seq_length, lower_case=lower_case)
-    packed, names, skipped = _datasets(config, packer)
+    encoder, encoder_config, vocab, lower_case = _load_encoder(config, strategy)
+    packed, names, skipped = _datasets(config, data.TextPacker(vocab, config.seq_length, lower_case=lower_case))
+    runtime.check_seq_length_fits(config.seq_length, encoder)  # after the data: its errors come first
     (train_x, train_y), (val_x, val_y) = packed["train"], packed["validation"]
+    plan = _plan(config, len(train_y))
+    model = _build_classifier(config, strategy, encoder, train_x, len(names), plan)
+    existed = output.exists()
+    rules = dict(config_file=RUN_CONFIG, kind="a model directory", command="nlpkit finetune", finished=_is_model_dir)
+    with runtime.open_run_dir(config, overwrite=config.overwrite, chief=chief, **rules) as (work, last):
+        state = runtime.restore_checkpoint(last, model, model.optimizer) if last is not None else {"step": 0}
+        keeper = _BestKeeper(work, config.patience, chief, state)
+        if on_start is not None:
+            on_start(plan.max_steps, state["step"])
+        if state["step"] < plan.max_steps and not state.get("stopped"):
+            failure = _train(config, plan, model, strategy, packed, names, keeper, work, chief, state, on_step)
+            if failure is not None:
+                if chief and last is None and work == output and not existed:
+                    shutil.rmtree(work, ignore_errors=True)  # nothing to resume: leave nothing behind
+                raise failure
+        if chief:
+            keeper.restore_best(model)
+            head = {"task": "classification", "type": config.head, "labels": names, "seq_length": config.seq_length,
+                    "text_column": config.text_column, "pair_column": config.pair_column,
+                    "label_column": config.label_column}
+            runtime.publish_model_dir(model, encoder_config, vocab, lower_case, work, head=head)
+    best = max(keeper.evaluations, key=lambda row: row.get("val_accuracy", 0.0)) if keeper.evaluations else {}
+    return {"output": str(output), "labels": names, "train_examples": len(train_y), "validation_examples": len(val_y),
+            "skipped_empty": skipped, "history": keeper.evaluations, "best": best, "start_step": state["step"],
+            "steps": plan.max_steps, "strategy": described, "config": asdict(config)}
 
-    model = TextClassifier(encoder, num_classes=len(names), head=config.head, pooling=config.pooling)
-    steps = config.epochs * int(np.ceil(len(train_y) / config.batch_size))
-    model({name: ids[:1] for name, ids in train_x.items()})  # build, so the optimizer sees every variable
-    optimizer = create_optimizer(model.trainable_variables, learning_rate=config.learning_rate, total_steps=steps,
-                                 warmup_steps=int(config.warmup_fraction * steps), weight_decay=config.weight_decay)
-    # Built before fit: slots created inside fit's first trace make TensorFlow trace the step twice.
-    optimizer.build(model.trainable_variables)
-    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
-    callbacks = _callbacks(config, on_epoch)
-    reporter = callbacks[-1]
-    if on_batch is not None:
-        callbacks.append(keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: on_batch(logs)))
-    if on_start is not None:
-        on_start(steps)
-    with warnings.catch_warnings():
-        # The encoder's pooler is unused (the heads pool the CLS token themselves): Keras warns that
-        # it gets no gradient.
-        warnings.filterwarnings("ignore", message="Gradients do not exist for variables")
-        model.fit(train_x, train_y, validation_data=(val_x, val_y), epochs=config.epochs,
-                  batch_size=config.batch_size, shuffle=True, verbose=0, callbacks=callbacks,
-                  class_weight=_class_weights(train_y, len(names)) if config.class_weights else None)
-    history = reporter.history
-    head = {"task": "classification", "type": config.head, "labels": names, "seq_length": config.seq_length,
-            "text_column": config.text_column, "pair_column": config.pair_column,
-            "label_column": config.label_column}
-    save_model_dir(model, encoder_config, vocab, output, head=head, lower_case=lower_case,
-                   overwrite=config.overwrite)
-    best = max(history, key=lambda row: row.get("val_accuracy", 0.0)) if history else {}
-    return {"output": str(output), "labels": names, "train_examples": len(train_y),
-            "validation_examples": len(val_y), "skipped_empty": skipped, "history": history, "best": best,
-            "config": asdict(config)}
+
+def _train(config, plan, model, strategy, packed, names, keeper, work, chief, state, on_step):
+    """Run the remaining updates; returns the NlpkitError of a NaN/Inf loss, or None."""
+    (train_x, train_y), validation = packed["train"], packed["validation"]
+    micro_batch = config.batch_size // config.accumulation_steps
+    weights = _class_weights(train_y, len(names)) if config.class_weights else None
+    dataset = _train_dataset(config, train_x, train_y, micro_batch, state["step"] * config.accumulation_steps, weights)
+    monitor = runtime.StepMonitor(
+        run=work, optimizer=model.optimizer, describe=_describe_step(config), max_steps=plan.max_steps,
+        checkpoint_every=plan.checkpoint_every, keep=config.keep_checkpoints, chief=chief, on_step=on_step,
+        state=lambda: {**keeper.state(), "stopped": bool(model.stop_training)},
+    )
+    # The keeper first: a checkpoint taken after an evaluation holds the keeper's new state.
+    callbacks = [keeper, monitor]
+    if config.head == "sngp":
+        callbacks.insert(0, _covariance_reset(plan.steps_per_epoch))
+    with disk_errors(work):
+        runtime.fit_steps(model, dataset, strategy=strategy, start_step=state["step"], max_steps=plan.max_steps,
+                          accumulation_steps=config.accumulation_steps, callbacks=callbacks,
+                          validation_data=validation, validation_freq=plan.eval_every,
+                          validation_batch_size=config.batch_size)
+    try:
+        monitor.raise_if_failed("lower --learning-rate, or use --precision float32 / mixed_bfloat16")
+    except NlpkitError as failure:
+        return failure
+    return None
+

@@ -62,12 +62,16 @@ class MaskedLMPretrainer(keras.Model):
             )
 
     def call(self, features, training=None):
-        encoded = self.encoder({name: features[name] for name in INPUT_NAMES}, training=training)
+        encoded = self.encode(features, training=training)
         logits = keras.ops.cast(self.head(encoded["sequence_output"], features["masked_lm_positions"]), "float32")
         if self.sentence_head is None:
             return logits
         sentence_logits = keras.ops.cast(self.sentence_head(encoded["pooled_output"]), "float32")
         return {MLM_OUTPUT: logits, SENTENCE_OUTPUT: sentence_logits}
+
+    def encode(self, features, training=None):
+        """The encoder's output dict for `features` (a subclass may add state, e.g. recurrence memory)."""
+        return self.encoder({name: features[name] for name in INPUT_NAMES}, training=training)
 
     def get_config(self):
         config = super().get_config()

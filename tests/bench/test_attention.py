@@ -46,3 +46,41 @@ def test_bad_options_are_clear_errors():
         bench.run(["nope"], [16], hidden=8, heads=2)
     with pytest.raises(NlpkitError, match="divisible"):
         bench.run(["linear"], [16], hidden=10, heads=4)
+
+
+def test_a_failing_cell_is_recorded_and_the_table_finishes(tmp_path, monkeypatch):
+    """A kernel error (not a MemoryError/RuntimeError/ValueError) in one row: that row records it and
+    stops, the next attention still runs, the command exits 0 with the table and the JSON."""
+    import tensorflow as tf
+
+    real_measure = bench.measure
+
+    def measure(name, length, *args, **kwargs):
+        if (name, length) == ("linear", 32):
+            message = "Incompatible shapes: [1,32] vs. [1,16]\n\t [[{{node x}}]]"  # as TF formats it
+            raise tf.errors.InvalidArgumentError(None, None, message)
+        return real_measure(name, length, *args, **kwargs)
+
+    monkeypatch.setattr(bench, "measure", measure)
+    summary = tmp_path / "scaling.json"
+    result = CliRunner().invoke(
+        app,
+        ["bench", "attention", "--attentions", "linear,multi_head", "--lengths", "16,32,64", "--hidden", "8",
+         "--heads", "2", "--plot", str(tmp_path / "scaling.png"), "--json", str(summary)],
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads(summary.read_text())["results"]
+    assert [m["note"] for m in rows["linear"]] == [
+        "", "failed: InvalidArgumentError: Incompatible shapes: [1,32] vs. [1,16]", "stopped"
+    ]
+    assert rows["linear"][0]["seconds"] > 0
+    assert [m["length"] for m in rows["multi_head"] if m["seconds"]] == [16, 32, 64]
+    assert "linear @ 32: failed: InvalidArgumentError: Incompatible shapes" in " ".join(result.output.split())
+
+
+def test_failure_note_is_the_gist_of_a_graph_execution_error():
+    traced = ("Graph execution error:\n\nDetected at node add defined at (most recent call last):\n"
+              '  File "model.py", line 3, in call\n    return x + y\n'
+              "Incompatible shapes: [1,32] vs. [1,16]\n\t [[{{node add}}]] [Op:__inference_step_7]")
+    assert bench._failure_note(RuntimeError(traced)) == "failed: RuntimeError: Incompatible shapes: [1,32] vs. [1,16]"
+    assert bench._failure_note(MemoryError()) == "failed: MemoryError"

@@ -1,11 +1,8 @@
 """Conversion of tiny synthetic BERT checkpoints in every source format, strict accounting, HF export."""
 
-import collections
 import json
 import pickle
 import re
-import sys
-import types
 import zipfile
 
 import numpy as np
@@ -16,6 +13,7 @@ import nlpkit
 from nlpkit.encoders import convert as conversion
 from nlpkit.errors import NlpkitError
 from tests.encoders import bert_reference as ref
+from tests.encoders import torch_zip
 
 rng = np.random.default_rng(0)
 TENSORS = ref.random_bert_tensors(rng)
@@ -57,71 +55,23 @@ def _check_against_reference(model_dir, tensors=TENSORS):
 
 
 def _write_torch_zip(path, tensors):
-    """archive/data.pkl + archive/data/<key>; the query weight is stored transposed (strided) and
-    the key weight shares one storage with the value weight (at an offset), as torch allows."""
-    torch_module, utils_module = types.ModuleType("torch"), types.ModuleType("torch._utils")
-
-    class FloatStorage:
-        pass
-
-    FloatStorage.__module__, FloatStorage.__qualname__ = "torch", "FloatStorage"
-
-    def _rebuild_tensor_v2(*args):
-        raise AssertionError("only pickled, never called")
-
-    _rebuild_tensor_v2.__module__, _rebuild_tensor_v2.__qualname__ = "torch._utils", "_rebuild_tensor_v2"
-    torch_module.FloatStorage, utils_module._rebuild_tensor_v2 = FloatStorage, _rebuild_tensor_v2
-
-    class Storage:
-        def __init__(self, key, flat):
-            self.key, self.flat = key, flat
-
-    class Tensor:
-        def __init__(self, storage, offset, shape, stride):
-            self.args = (storage, offset, shape, stride)
-
-        def __reduce__(self):
-            return _rebuild_tensor_v2, (*self.args, False, collections.OrderedDict())
-
-    class Writer(pickle.Pickler):
-        def persistent_id(self, obj):
-            if isinstance(obj, Storage):
-                return ("storage", FloatStorage, obj.key, "cpu", obj.flat.size)
-            return None
-
-    storages, state = [], collections.OrderedDict()
+    """The query weight is stored transposed (strided) and the key weight shares one storage with
+    the value weight (at an offset), as torch allows."""
+    views = {}
     query, key, value = (f"encoder.layer.0.attention.self.{n}.weight" for n in ("query", "key", "value"))
-    for name, array in tensors.items():
+    for index, (name, array) in enumerate(tensors.items()):
         if name == key:
             continue
         if name == query:  # stored as the transpose, read back through strides
-            storage = Storage(str(len(storages)), np.ascontiguousarray(array.T).reshape(-1))
-            state[name] = Tensor(storage, 0, array.shape, (1, array.shape[0]))
+            storage = torch_zip.Storage(index, np.ascontiguousarray(array.T))
+            views[name] = torch_zip.View(storage, 0, array.shape, (1, array.shape[0]))
         elif name == value:  # key and value in one storage, value at an offset
-            storage = Storage(str(len(storages)), np.concatenate([tensors[key].reshape(-1), array.reshape(-1)]))
-            state[key] = Tensor(storage, 0, array.shape, (array.shape[1], 1))
-            state[name] = Tensor(storage, array.size, array.shape, (array.shape[1], 1))
+            storage = torch_zip.Storage(index, np.concatenate([tensors[key].reshape(-1), array.reshape(-1)]))
+            views[key] = torch_zip.View(storage, 0, array.shape, (array.shape[1], 1))
+            views[name] = torch_zip.View(storage, array.size, array.shape, (array.shape[1], 1))
         else:
-            storage = Storage(str(len(storages)), array.reshape(-1))
-            contiguous = tuple(int(np.prod(array.shape[i + 1 :])) for i in range(array.ndim))
-            state[name] = Tensor(storage, 0, array.shape, contiguous)
-        storages.append(storage)
-    fakes = {"torch": torch_module, "torch._utils": utils_module}  # for pickle's global lookup only
-    saved = {name: sys.modules.get(name) for name in fakes}
-    sys.modules.update(fakes)
-    try:
-        with zipfile.ZipFile(path, "w") as archive:
-            with archive.open("archive/data.pkl", "w") as file:
-                Writer(file, protocol=2).dump(state)
-            for storage in storages:
-                archive.writestr(f"archive/data/{storage.key}", storage.flat.astype("<f4").tobytes())
-            archive.writestr("archive/version", "3\n")
-    finally:
-        for name, module in saved.items():
-            if module is None:
-                del sys.modules[name]
-            else:
-                sys.modules[name] = module
+            views[name] = torch_zip.contiguous(index, array)
+    torch_zip.write_torch_zip(path, views)
 
 
 # --- Google's original TF BERT naming -------------------------------------------------------------

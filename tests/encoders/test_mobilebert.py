@@ -82,6 +82,10 @@ def test_block_contract(variant, tmp_path):
         kwargs=dict(attention_mask=mask),
         tmp_path=tmp_path,
         expected_shapes=[x.shape],
+        # bottleneck in + norm (4), attention q/k/v/out (8) + norm (2), 2 FFNs x (inner, output, norm) (12),
+        # bottleneck out + norm (4); the shared query/key bottleneck adds a dense and a norm (4)
+        expected_trainable=34 if variant == "key_query_shared" else 30,
+        expected_non_trainable=0,
     )
 
 
@@ -115,6 +119,9 @@ def test_embedding_contract(tmp_path):
         args=[inputs["input_word_ids"], inputs["input_type_ids"]],
         tmp_path=tmp_path,
         expected_shapes=[(2, 6, 16)],
+        # word, type, position tables; projection kernel, bias; norm gamma, beta
+        expected_trainable=7,
+        expected_non_trainable=0,
     )
 
 
@@ -134,7 +141,11 @@ def test_embedding_matches_numpy_trigram_reference():
 
 def test_no_norm_contract(tmp_path):
     x, _ = _block_inputs()
-    check_layer(NoNorm, {}, args=[x], tmp_path=tmp_path, expected_shapes=[x.shape])
+    check_layer(
+        NoNorm, {}, args=[x], tmp_path=tmp_path, expected_shapes=[x.shape],
+        expected_trainable=2,
+        expected_non_trainable=0,
+    )
 
 
 def _copy_weights(source, target, inputs):

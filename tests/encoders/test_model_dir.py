@@ -1,11 +1,13 @@
 """Model directories: save/load round trips for every preset, tokenizer assets, damaged directories."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import nlpkit
+from nlpkit.data import bundled
 from nlpkit.encoders.model_dir import load_model, save_model_dir, tokenizer_assets
 from nlpkit.encoders.presets import available_presets, build_encoder, load_preset
 from nlpkit.errors import NlpkitError
@@ -57,10 +59,10 @@ def test_tokenizer_assets_are_copied_in(tmp_path):
     assets = tokenizer_assets(tmp_path / "wp")
     assert assets["type"] == "wordpiece" and assets["lower_case"] is False
     assert assets["path"] == tmp_path / "wp" / "vocab.txt" and assets["path"].read_text() == (tmp_path / "vocab.txt").read_text()
-    spm = tmp_path / "spm.model"
-    spm.write_bytes(b"\x00sentencepiece")
+    spm = bundled.spm_model_path()  # a real SentencePiece model (32768 pieces)
+    config = {**config, "vocab_size": 32768}
     save_model_dir(build_encoder(config), config, spm, tmp_path / "sp")
-    assert tokenizer_assets(tmp_path / "sp")["path"].read_bytes() == b"\x00sentencepiece"
+    assert tokenizer_assets(tmp_path / "sp")["path"].read_bytes() == spm.read_bytes()
     save_model_dir(build_encoder(config), config, None, tmp_path / "none")
     assert tokenizer_assets(tmp_path / "none") is None
 
@@ -86,3 +88,26 @@ def test_refusals_and_damaged_directories(tmp_path):
     (tmp_path / "m" / "model.weights.h5").unlink()
     with pytest.raises(NlpkitError, match="weights file model.weights.h5 is missing"):
         load_model(tmp_path / "m")
+
+
+def test_a_model_directory_written_before_the_redesign_loads_and_predicts_the_same(tmp_path, capsys):
+    """`fixtures/classifier_0_1_0` was written by nlpkit as of commit d8e3370 (before the session-4
+    redesign: one runtime, registry, mask path), with `nlpkit vocab` + `nlpkit finetune`; the
+    `.predictions.jsonl` beside it is what that version's `nlpkit predict` printed for the same
+    texts. The current code must read the folder as it is and give the same probabilities."""
+    import json
+    import shutil
+
+    from tests.cli import run_cli
+
+    fixtures = Path(__file__).parent / "fixtures"
+    model = shutil.copytree(fixtures / "classifier_0_1_0", tmp_path / "cls")  # the fixture stays untouched
+    expected = [json.loads(line) for line in (fixtures / "classifier_0_1_0.predictions.jsonl").read_text().splitlines()]
+    code, out, err = run_cli(capsys, "predict", "--model", model, *[row["text"] for row in expected])
+    assert code == 0, err
+    got = [json.loads(line) for line in out.splitlines()]
+    assert [row["label"] for row in got] == [row["label"] for row in expected]
+    for new, old in zip(got, expected, strict=True):
+        assert new["probabilities"].keys() == old["probabilities"].keys()
+        for label, probability in old["probabilities"].items():
+            assert abs(new["probabilities"][label] - probability) <= 2e-6, (label, new, old)

@@ -90,3 +90,39 @@ def test_bad_json_and_unknown_preset(tmp_path):
         load_preset("bert_tinny")
     with pytest.raises(NlpkitError, match="config file .*missing.yaml does not exist"):
         load_config(tmp_path / "missing.yaml")
+
+
+def _size_keys():
+    """(preset, key) for every bounded size argument a preset's encoder takes."""
+    from nlpkit.encoders.presets import SIZE_BOUNDS, constructor_types, encoder_class
+
+    pairs = []
+    for name in available_presets():
+        config = load_preset(name)
+        pairs += [(name, key) for key in constructor_types(encoder_class(config["kind"])) if key in SIZE_BOUNDS]
+    return pairs
+
+
+@pytest.mark.parametrize("name,key", _size_keys())
+def test_sizes_past_their_bound_are_refused_naming_key_and_bound(name, key):
+    from nlpkit.encoders.presets import SIZE_BOUNDS, validate_config
+
+    low, high = SIZE_BOUNDS[key]
+    config = load_preset(name)
+    validate_config({**config, key: high})  # the bound itself is allowed
+    for value in (low - 1, high + 1):
+        with pytest.raises(NlpkitError, match=rf"src.yaml: key '{key}' is {value}, outside the supported range {low}\.\.{high}"):
+            validate_config({**config, key: value}, source="src.yaml")
+
+
+def test_translated_configs_name_the_key_the_user_wrote():
+    from nlpkit.encoders.presets import validate_config
+
+    config = {**load_preset("bert_tiny"), "num_layers": 1000000}
+    with pytest.raises(NlpkitError, match="config.json: key 'num_hidden_layers' is 1000000"):
+        validate_config(config, "config.json", key_names={"num_layers": "num_hidden_layers"})
+
+
+def test_config_folder_is_not_taken_for_a_preset_name(tmp_path):
+    with pytest.raises(NlpkitError, match="is a folder, not a config file"):
+        load_config(tmp_path)

@@ -49,6 +49,16 @@ def test_memory_carries_context_between_segments():
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
+def test_memory_mask_reaches_the_stack_and_comes_back():
+    encoder = TransformerXLEncoder(**SMALL, mem_len=4, dropout_rate=0.0, attention_dropout_rate=0.0)
+    first, second = _inputs(seed=1), _inputs(seed=2)
+    memories = encoder(first)["new_memories"]
+    hidden = np.zeros((B, 4), "float32")
+    out = _numpy(encoder(second, memories=memories, memory_mask=hidden))
+    np.testing.assert_allclose(out["sequence_output"], _numpy(encoder(second))["sequence_output"], atol=1e-5)
+    np.testing.assert_array_equal(out["new_memory_mask"], np.concatenate([hidden, np.ones((B, T))], 1)[:, -4:] > 0)
+
+
 def test_config_and_keras_round_trip(tmp_path):
     encoder = TransformerXLEncoder(**SMALL, mem_len=3, tie_attention_biases=False)
     assert TransformerXLEncoder.from_config(encoder.get_config()).get_config() == encoder.get_config()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.classifier_fixtures import finetune_args, write_easy_task
-from tests.cli import run_cli
+from tests.cli import run_cli, run_cli_ok
 
 SENTENCES = [
     "The central bank raised interest rates on Wednesday.",
@@ -37,19 +37,11 @@ print(json.dumps({sig: {k: v.numpy().tolist() if v.dtype != tf.string else [s.de
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    from commands.main import run
-
     task = write_easy_task(tmp_path_factory.mktemp("task"), per_class=60, test_per_class=20)
     root = tmp_path_factory.mktemp("export")
     model_dir, served = root / "cls", root / "served"
     for args in (finetune_args(task, model_dir, epochs=1), ["export", "--model", model_dir, "--output", served]):
-        saved, sys.argv = sys.argv, ["nlpkit", *map(str, args)]
-        try:
-            with pytest.raises(SystemExit) as done:
-                run()
-        finally:
-            sys.argv = saved
-        assert done.value.code == 0
+        run_cli_ok(*args)
     return model_dir, served
 
 
@@ -63,20 +55,25 @@ def _in_process(model_dir):
     return classifier, outputs, {k: np.asarray(encoded[k]) for k in ("pooled_output", "sequence_output")}
 
 
-def test_export_serves_raw_text_without_nlpkit_after_model_dir_is_gone(exported, tmp_path):
-    model_dir, served = exported
-    classifier, want, want_encoded = _in_process(model_dir)
+def _serve_in_fresh_process(served, model_dir, tmp_path):
+    """The SERVE_SCRIPT's outputs for SENTENCES, run while `model_dir` is gone (the export must not point at it)."""
     moved = tmp_path / "moved"
     shutil.copytree(model_dir, moved)
-    shutil.rmtree(model_dir)  # the export must not point at the model directory
+    shutil.rmtree(model_dir)
     try:
         done = subprocess.run([sys.executable, "-c", SERVE_SCRIPT, str(served), json.dumps(SENTENCES)],
                               capture_output=True, text=True, timeout=300, cwd=tmp_path)
     finally:
         shutil.copytree(moved, model_dir)
     assert done.returncode == 0, done.stderr[-2000:]
-    got = json.loads(done.stdout.strip().splitlines()[-1])
     assert "nlpkit" not in done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_export_serves_raw_text_without_nlpkit_after_model_dir_is_gone(exported, tmp_path):
+    model_dir, served = exported
+    classifier, want, want_encoded = _in_process(model_dir)
+    got = _serve_in_fresh_process(served, model_dir, tmp_path)
     for signature in ("serving_default", "serve_examples"):
         out = got[signature]
         np.testing.assert_allclose(out["logits"], want["logits"], atol=1e-5)
@@ -84,6 +81,41 @@ def test_export_serves_raw_text_without_nlpkit_after_model_dir_is_gone(exported,
         assert out["label"] == [classifier.labels[i] for i in want["label"]]
     for name, value in want_encoded.items():
         np.testing.assert_allclose(got["encode"][name], value, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def exported_sentencepiece(tmp_path_factory):
+    """A classifier fine-tuned from a model directory whose tokenizer is the bundled (real, 32768-piece) SentencePiece model."""
+    from nlpkit.data.bundled import spm_model_path
+
+    task = write_easy_task(tmp_path_factory.mktemp("task"), per_class=60, test_per_class=20)
+    encoder = {**json.loads((task / "encoder.json").read_text(encoding="utf-8")), "vocab_size": 32768}
+    (task / "encoder.json").write_text(json.dumps(encoder), encoding="utf-8")
+    root = tmp_path_factory.mktemp("export_spm")
+    base, model_dir, served = root / "base", root / "cls", root / "served"
+    finetune = finetune_args(task, model_dir, epochs=1)
+    finetune[1:3] = ["--model", base]  # start from the SentencePiece model directory, not the preset
+    for args in (["build", "--config", task / "encoder.json", "--vocab", spm_model_path(), "--output", base],
+                 finetune, ["export", "--model", model_dir, "--output", served]):
+        run_cli_ok(*args)
+    return model_dir, served
+
+
+def test_sentencepiece_export_serves_raw_text_like_predict(exported_sentencepiece, tmp_path, capsys):
+    model_dir, served = exported_sentencepiece
+    assert json.loads((model_dir / "config.json").read_text(encoding="utf-8"))["tokenizer"]["type"] == "sentencepiece"
+    code, predicted, err = run_cli(capsys, "predict", "--model", model_dir, *SENTENCES)
+    assert code == 0, err
+    want = [json.loads(line) for line in predicted.splitlines()]
+    moved_export = tmp_path / "served-elsewhere"
+    shutil.copytree(served, moved_export)  # nor at where it was written (nor at the bundled .model: bytes, not a path)
+    got = _serve_in_fresh_process(moved_export, model_dir, tmp_path)
+    labels = list(want[0]["probabilities"])
+    for signature in ("serving_default", "serve_examples"):
+        out = got[signature]
+        assert out["label"] == [row["label"] for row in want]
+        np.testing.assert_allclose(out["probabilities"], [[row["probabilities"][k] for k in labels] for row in want],
+                                   atol=1e-5)
 
 
 def test_saved_model_cli_lists_signatures(exported):

@@ -22,6 +22,8 @@ def test_on_device_embedding_contract(tmp_path, use_one_hot):
         args=[_ids()],
         tmp_path=tmp_path,
         expected_shapes=[(2, 5, WIDTH)],
+        expected_trainable=1,
+        expected_non_trainable=0,
     )
 
 
@@ -55,6 +57,8 @@ def test_position_embedding_contract(tmp_path):
         args=[x],
         tmp_path=tmp_path,
         expected_shapes=[(2, 5, WIDTH)],
+        expected_trainable=1,
+        expected_non_trainable=0,
     )
 
 

@@ -25,6 +25,8 @@ def test_positionwise_contract(tmp_path):
         args=[_x()],
         tmp_path=tmp_path,
         expected_shapes=[(B, T, 6)],
+        expected_trainable=6,  # inner, gate, output: kernel and bias each
+        expected_non_trainable=0,
     )
 
 
@@ -35,6 +37,8 @@ def test_gated_contract(tmp_path):
         args=[_x()],
         tmp_path=tmp_path,
         expected_shapes=[(B, T, D)],
+        expected_trainable=16,  # 2 blocks x (inner, gate, output kernels and biases, norm)
+        expected_non_trainable=0,
     )
 
 

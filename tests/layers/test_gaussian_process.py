@@ -63,7 +63,12 @@ def test_contract_random_feature_gp(tmp_path):
         return_gp_cov=True,
     )
     shapes = [(4, 3), (4, 4)]
-    check_layer(RandomFeatureGaussianProcess, kwargs, args=[_batch(4)], tmp_path=tmp_path, expected_shapes=shapes)
+    check_layer(
+        RandomFeatureGaussianProcess, kwargs, args=[_batch(4)], tmp_path=tmp_path, expected_shapes=shapes,
+        expected_trainable=3,
+        expected_non_trainable=3,
+        float32_outputs=(0, 1),
+    )
 
 
 def test_contract_laplace_covariance(tmp_path):
@@ -74,6 +79,9 @@ def test_contract_laplace_covariance(tmp_path):
         args=[features, logits],
         tmp_path=tmp_path,
         expected_shapes=[(4, 4)],
+        expected_trainable=0,
+        expected_non_trainable=1,  # the precision matrix
+        float32_outputs=(0,),  # documented: the GP layers compute in float32
     )
 
 
@@ -97,6 +105,10 @@ def test_contract_classification_head(tmp_path):
         static_kwargs=dict(return_covariance=True),
         tmp_path=tmp_path,
         expected_shapes=[(4, 2), (4, 4)],
+        # pooler kernel and bias, GP output kernel; spectral-norm vector, random features (2), precision
+        expected_trainable=3,
+        expected_non_trainable=4,
+        float32_outputs=(0, 1),
     )
 
 
@@ -111,6 +123,9 @@ def test_contract_classification_head_mean_pooling(tmp_path):
         static_kwargs=dict(return_covariance=True),
         tmp_path=tmp_path,
         expected_shapes=[(4, 2), (4, 4)],
+        expected_trainable=3,
+        expected_non_trainable=4,
+        float32_outputs=(0, 1),
     )
 
 

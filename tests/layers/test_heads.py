@@ -39,6 +39,9 @@ def test_masked_lm_contract(tmp_path):
         args=[_sequence(), _positions()],
         tmp_path=tmp_path,
         expected_shapes=[(B, P, V)],
+        expected_trainable=6,  # output bias, the tied table, transform kernel and bias, norm 2
+        expected_non_trainable=0,
+        float32_outputs=(0,),  # documented: log-probabilities in float32
     )
 
 
@@ -103,6 +106,8 @@ def test_classification_head_contract(tmp_path, inner_dim):
         args=[_sequence()],
         tmp_path=tmp_path,
         expected_shapes=[(B, 3)],
+        expected_trainable=4 if inner_dim else 2,  # pooler and logits dense, or logits only
+        expected_non_trainable=0,
     )
 
 
@@ -128,6 +133,8 @@ def test_classification_head_mean_pooling_contract(tmp_path):
         kwargs=dict(input_mask=_padding_mask()),
         tmp_path=tmp_path,
         expected_shapes=[(B, 3)],
+        expected_trainable=4,
+        expected_non_trainable=0,
     )
 
 
@@ -164,6 +171,8 @@ def test_matmul_with_margin_contract(tmp_path):
         tmp_path=tmp_path,
         expected_shapes=[(4, 4), (4, 4)],
         train=False,  # no weights to train
+        expected_trainable=0,
+        expected_non_trainable=0,
     )
 
 

@@ -56,4 +56,6 @@ def test_contract(tmp_path):
         args=[query, key],
         tmp_path=tmp_path,
         expected_shapes=[(2, 7, 6)],
+        expected_trainable=0,
+        expected_non_trainable=0,
     )

@@ -31,6 +31,10 @@ def test_contract_dense(tmp_path):
         args=[x],
         tmp_path=tmp_path,
         expected_shapes=[(4, 5)],
+        expected_trainable=2,
+        expected_non_trainable=1,  # the singular-vector estimate
+        # the wrapped Dense is made here under the float32 policy; the wrapper returns its output as is
+        float32_outputs=(0,),
     )
 
 
@@ -43,6 +47,9 @@ def test_contract_einsum_dense(tmp_path):
         args=[x],
         tmp_path=tmp_path,
         expected_shapes=[(2, 4, 2, 5)],
+        expected_trainable=2,
+        expected_non_trainable=1,
+        float32_outputs=(0,),
     )
 
 

@@ -59,3 +59,16 @@ def test_round_trip_keeps_pooling(tmp_path):
     restored = keras.saving.load_model(path)
     assert restored.head_layer.pooling == "mean"
     np.testing.assert_allclose(np.asarray(restored.predict_outputs(inputs)["logits"]), want, atol=1e-5)
+
+
+@pytest.mark.parametrize("head", ["classification", "sngp"])
+def test_keras_file_restores_weights_of_a_model_only_used_through_predict_outputs(tmp_path, head):
+    model = TextClassifier(_encoder(), num_classes=3, head=head)
+    inputs = _inputs([T, 4], filler=0)
+    want = model.predict_outputs(inputs)  # never called: Keras has no build config from `__call__`
+    path = tmp_path / "model.keras"
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    got = restored.predict_outputs(inputs)
+    for name in want:
+        np.testing.assert_allclose(np.asarray(got[name]), np.asarray(want[name]), atol=1e-6)

@@ -88,3 +88,30 @@ def test_training_errors(tmp_path):
     with pytest.raises(NlpkitError, match="SentencePiece training failed"):
         vocab_training.train_sentencepiece(lambda: iter([["tiny corpus"]]), 5000, tmp_path / "x.model")
     assert not (tmp_path / "x.model").exists()
+
+
+@pytest.mark.parametrize(
+    "name,is_model",
+    [("spm.model", True), ("tokenizer.model.v1", True), ("vocab.txt", False), ("model.txt", False),
+     ("spm.models", False), ("model", False)],
+)
+def test_one_sentencepiece_file_rule(name, is_model):
+    from nlpkit.text.vocab import is_sentencepiece
+
+    assert is_sentencepiece(name) is is_model
+
+
+def test_vocab_command_writes_a_model_the_loader_reads_as_sentencepiece(tmp_path, capsys):
+    # `nlpkit vocab` and `load_tokenizer` must agree on what a SentencePiece file is called:
+    # tokenizer.model.v1 (the name of the bundled Mistral model) is one for both.
+    from tests.cli import run_cli
+
+    corpus = tmp_path / "news.txt"
+    corpus.write_text("".join(t + "\n" for t in bundled.news_texts(limit=60)), encoding="utf-8")
+    output = tmp_path / "tokenizer.model.v1"
+    code, _, err = run_cli(capsys, "vocab", corpus, "--output", output, "--size", 300, "--kind", "sentencepiece")
+    assert code == 0, err
+    tokenizer = load_tokenizer(output)
+    assert isinstance(tokenizer, SentencePieceTokenizer)
+    reference = sentencepiece.SentencePieceProcessor(model_file=str(output))
+    assert tokenizer.vocab_size == reference.get_piece_size() == 300

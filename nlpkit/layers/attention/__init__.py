@@ -5,6 +5,7 @@ Efficient and long-sequence inner attentions (fast-transformers style) live in `
 
 from nlpkit.layers.attention.bigbird import BigBirdAttention
 from nlpkit.layers.attention.cached import CachedAttention
+from nlpkit.layers.attention.grouped_query import GroupedQueryAttention
 from nlpkit.layers.attention.kernel import KernelAttention
 from nlpkit.layers.attention.multi_channel import MultiChannelAttention, VotingAttention
 from nlpkit.layers.attention.multi_head import MultiHeadAttention
@@ -20,6 +21,7 @@ from nlpkit.layers.attention.talking_heads import TalkingHeadsAttention
 __all__ = [
     "BigBirdAttention",
     "CachedAttention",
+    "GroupedQueryAttention",
     "KernelAttention",
     "MultiChannelAttention",
     "MultiHeadAttention",

@@ -11,6 +11,7 @@ import numpy as np
 from keras import ops
 
 from nlpkit.errors import NlpkitError
+from nlpkit.layers.attention import keras_mha
 from nlpkit.layers.attention.efficient.masks import factorize_padding
 from nlpkit.layers.attention.efficient.projected import ProjectedCoreAttention
 from nlpkit.layers.attention.registry import register_attention
@@ -99,7 +100,7 @@ class BigBirdAttention(ProjectedCoreAttention):
             query_padding, keys = factorize_padding(attention_mask)
             key_padding = ops.logical_and(key_padding, _pad(keys, padded - length, False))
         q, k, v = (_pad(ops.cast(x, "float32"), padded - length) for x in (query, key, value))
-        q = q * (1.0 / np.sqrt(self._key_dim))
+        q = q * (1.0 / np.sqrt(self.key_dim))
         global_ids, middle, slots = bigbird_block_plan(num_blocks, self.num_global_blocks, self.num_rand_blocks, self.seed)
 
         blocks = {}
@@ -127,9 +128,12 @@ class BigBirdAttention(ProjectedCoreAttention):
         slot_valid = ops.convert_to_tensor(np.repeat(slots >= 0, block, axis=1))  # [n, K*C]
 
         def gather_blocks(x):
-            x = ops.reshape(x, (-1, num_blocks, block, *x.shape[2:]))
-            x = ops.take(x, index, axis=1)  # [B, n, K, C, ...]
-            return ops.reshape(x, (-1, len(middle), slots.shape[1] * block, *x.shape[4:]))
+            # Each block's positions, heads and features fold into one axis for the gather: a
+            # [B, n, K, C, N, H] tensor would exceed rank 5, which TensorFlow's oneDNN kernels refuse.
+            rest = x.shape[2:]
+            x = ops.reshape(x, (-1, num_blocks, int(np.prod((block, *rest)))))
+            x = ops.take(x, index, axis=1)  # [B, n, K, C*...]
+            return ops.reshape(x, (-1, len(middle), slots.shape[1] * block, *rest))
 
         q_mid = ops.take(ops.reshape(q, (-1, num_blocks, block, *q.shape[2:])), np.array(middle, "int32"), axis=1)
         mask = ops.logical_and(gather_blocks(key_padding), slot_valid[None])  # [B, n, K*C]
@@ -138,8 +142,8 @@ class BigBirdAttention(ProjectedCoreAttention):
         return ops.einsum("bjnck,bjknm->bjcnm", self._drop(probs, training), gather_blocks(v))
 
     def _drop(self, probs, training):
-        if self._dropout > 0.0:
-            return ops.cast(self._dropout_layer(probs, training=training), "float32")
+        if self.dropout > 0.0:
+            return ops.cast(keras_mha.probability_dropout(self)(probs, training=training), "float32")
         return probs
 
     def get_config(self):
@@ -159,8 +163,4 @@ def _pad(x, amount, value=0):
     return ops.pad(x, widths, constant_values=value)
 
 
-@register_attention("bigbird")
-def _bigbird(inner=None, **kwargs):
-    if inner is not None:
-        raise NlpkitError(f"attention 'bigbird' does not compose with ':{inner}'", hint="drop the ':' part")
-    return BigBirdAttention(**kwargs)
+register_attention("bigbird")(BigBirdAttention)

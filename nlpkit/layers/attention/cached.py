@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from nlpkit.errors import NlpkitError
+from nlpkit.layers.attention import keras_mha
 from nlpkit.layers.attention.multi_head import MultiHeadAttention
 from nlpkit.layers.attention.registry import register_attention
 from nlpkit.layers.masks import causal_mask, combine_masks
@@ -64,22 +65,23 @@ class CachedAttention(MultiHeadAttention):
             )
         self._check_cache_supported(query)
         key = value if key is None else key
-        projected_query = self._query_dense(query)
+        projected_query = self.query_dense(query)
         keys, values, offset = self._update_cache(
-            cache, self._key_dense(key), self._value_dense(value), decode_loop_step
+            cache, self.key_dense(key), self.value_dense(value), decode_loop_step
         )
         # The queries are the positions offset ... offset + T - 1 of the cache.
         decoding_mask = causal_mask(ops.shape(query)[1], ops.shape(keys)[1], offset=offset)
         mask = combine_masks(ops.expand_dims(decoding_mask, 0), attention_mask)
-        output, scores = self._compute_attention(projected_query, keys, values, mask, training)
-        if self._use_gate:
-            output = ops.multiply(output, self._gate_dense(query))
-        output = self._output_dense(output)
+        output, scores = self._compute_attention(projected_query, keys, values, mask, training, return_attention_scores)
+        gate = keras_mha.gate_projection(self)
+        if gate is not None:
+            output = ops.multiply(output, gate(query))
+        output = self.output_dense(output)
         cache = {"key": keys, "value": values}
         return (output, scores, cache) if return_attention_scores else (output, cache)
 
     def _check_cache_supported(self, query):
-        if len(query.shape) != 3 or self._sliding_window is not None:
+        if len(query.shape) != 3 or keras_mha.sliding_window(self) is not None:
             raise NlpkitError(
                 f"{self.name}: decoding with a cache needs rank-3 inputs [B, T, D] and no sliding_window",
                 hint="call without `cache` for higher-rank attention, or drop sliding_window",
@@ -132,6 +134,4 @@ def _write_steps(cache, new, start):
     return ops.where(ops.reshape(written, (1, -1, 1, 1)), scattered, cache)
 
 
-@register_attention("cached")
-def _cached(**kwargs):
-    return CachedAttention(**kwargs)
+register_attention("cached")(CachedAttention)

@@ -8,8 +8,10 @@ import keras
 from keras import ops
 
 from nlpkit.errors import NlpkitError
+from nlpkit.layers.attention import keras_mha
 from nlpkit.layers.attention.efficient.feature_maps import (
     DETERMINISTIC_FEATURE_MAPS,
+    exp_features_without_projection,
     expplus_features,
     favor_features,
     orthogonal_random_features,
@@ -40,10 +42,13 @@ class KernelAttention(ProjectedCoreAttention):
         as for MultiHeadAttention (`dropout` applies only to softmax paths; `attention_axes`
         must be None).
       feature_transform: 'elu' (elu+1), 'relu', 'square', 'identity', 'exp' (FAVOR+, positive
-        orthogonal random features) or 'expplus' (FAVOR++).
-      num_random_features: m, number of random features of 'exp'/'expplus'.
+        orthogonal random features) or 'expplus' (FAVOR++). 'expplus' is non-causal only: its
+        coefficients are statistics of the whole sequence (as in Model Garden).
+      num_random_features: m, number of random features of 'exp'/'expplus'. 0 = no random
+        projection: 'exp' then maps each head coordinate, phi(x)_h = exp(x_h - |x|²/2), as
+        Model Garden does; 'expplus' needs m > 0; the deterministic maps ignore it.
       seed: seed of the random features.
-      redraw: draw new random features at every training call.
+      redraw: draw new random features at every training call (needs random features).
       is_short_seq: use exact softmax attention instead (short inputs).
       begin_kernel: the first `begin_kernel` queries use exact softmax attention, the rest the kernel.
       scale: logit scale (default 1/sqrt(key_dim)).
@@ -77,6 +82,7 @@ class KernelAttention(ProjectedCoreAttention):
             raise NlpkitError(
                 f"unknown feature_transform '{feature_transform}'", hint=f"choose one of: {', '.join(FEATURE_TRANSFORMS)}"
             )
+        _check_random_features(feature_transform, num_random_features, redraw)
         super().__init__(num_heads=num_heads, key_dim=key_dim, **kwargs)
         self.feature_transform = feature_transform
         self.num_random_features = num_random_features
@@ -92,21 +98,24 @@ class KernelAttention(ProjectedCoreAttention):
 
     def build(self, query_shape, value_shape, key_shape=None):
         super().build(query_shape, value_shape, key_shape)
-        if self.feature_transform in _RANDOM_FEATURE_TRANSFORMS:
+        if self._uses_projection():
             self.projection_matrix = self.add_weight(
                 name="projection_matrix",
-                shape=(self.num_random_features, self._key_dim),
+                shape=(self.num_random_features, self.key_dim),
                 initializer="zeros",
                 dtype="float32",
                 trainable=False,
             )
             self.projection_matrix.assign(self._draw_features())
 
+    def _uses_projection(self):
+        return self.feature_transform in _RANDOM_FEATURE_TRANSFORMS and self.num_random_features > 0
+
     def _draw_features(self):
-        return orthogonal_random_features(self.num_random_features, self._key_dim, self._feature_seeds)
+        return orthogonal_random_features(self.num_random_features, self.key_dim, self._feature_seeds)
 
     def _logit_scale(self, key_length):
-        scale = self.scale if self.scale is not None else 1.0 / math.sqrt(self._key_dim)
+        scale = self.scale if self.scale is not None else 1.0 / math.sqrt(self.key_dim)
         if self.scale_by_length:
             scale = scale * math.log(key_length) / math.log(512.0)
         return scale
@@ -115,6 +124,14 @@ class KernelAttention(ProjectedCoreAttention):
         length_t, length_s = query.shape[1], key.shape[1]
         if self._causal_call and length_t != length_s:
             raise NlpkitError(f"causal KernelAttention needs T = S, got T={length_t}, S={length_s}", hint="use it for self-attention")
+        if self._causal_call and self.feature_transform == "expplus" and not self.is_short_seq:
+            # FAVOR++'s coefficients average |q + k|² over every position: token t's features
+            # would depend on later tokens. Coefficients from each prefix would give query and
+            # key features of different coefficients, no longer an estimate of exp(q·k).
+            raise NlpkitError(
+                "KernelAttention(feature_transform='expplus') is not causal: use_causal_mask=True is not supported",
+                hint="use feature_transform='exp' (FAVOR+) or 'elu' for causal attention",
+            )
         query_padding = key_padding = None
         if attention_mask is not None:
             query_padding, key_padding = factorize_padding(attention_mask)
@@ -143,8 +160,8 @@ class KernelAttention(ProjectedCoreAttention):
             keys = key_padding[:, None, None, :]
             mask = keys if mask is None else ops.logical_and(mask, keys)
         probs = masked_softmax(scores, mask, axis=-1)
-        if self._dropout > 0.0:
-            probs = ops.cast(self._dropout_layer(probs, training=training), "float32")
+        if self.dropout > 0.0:
+            probs = ops.cast(keras_mha.probability_dropout(self)(probs, training=training), "float32")
         return ops.einsum("bnts,bsnm->btnm", probs, v)
 
     def _kernel_attention(self, q, k, v, key_padding, training):
@@ -161,6 +178,8 @@ class KernelAttention(ProjectedCoreAttention):
         if self.feature_transform in DETERMINISTIC_FEATURE_MAPS:
             phi = DETERMINISTIC_FEATURE_MAPS[self.feature_transform]
             return phi(q), phi(k)
+        if not self._uses_projection():
+            return exp_features_without_projection(q, k)  # 'expplus' with m = 0 is refused
         projection = self._draw_features() if (self.redraw and training) else self.projection_matrix
         projection = ops.cast(projection, "float32")
         if self.feature_transform == "exp":
@@ -184,8 +203,25 @@ class KernelAttention(ProjectedCoreAttention):
         return config
 
 
-@register_attention("kernel")
-def _kernel(inner=None, **kwargs):
-    if inner is not None:
-        raise NlpkitError(f"attention 'kernel' does not compose with ':{inner}'", hint="drop the ':' part")
-    return KernelAttention(**kwargs)
+def _check_random_features(feature_transform, num_random_features, redraw):
+    if not isinstance(num_random_features, int) or num_random_features < 0:
+        raise NlpkitError(
+            f"KernelAttention: num_random_features={num_random_features!r} is not a feature count",
+            hint="use a positive integer, or 0 for no random projection",
+        )
+    if num_random_features > 0 or feature_transform not in _RANDOM_FEATURE_TRANSFORMS:
+        return
+    if feature_transform == "expplus":
+        # Model Garden silently returns the projected q and k unchanged here (the identity map).
+        raise NlpkitError(
+            "KernelAttention(feature_transform='expplus') needs random features; got num_random_features=0",
+            hint="set num_random_features > 0, or use feature_transform='identity' for the plain dot product",
+        )
+    if redraw:
+        raise NlpkitError(
+            "KernelAttention: redraw=True has nothing to redraw with num_random_features=0",
+            hint="set num_random_features > 0 or redraw=False",
+        )
+
+
+register_attention("kernel")(KernelAttention)

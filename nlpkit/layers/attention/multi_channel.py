@@ -9,6 +9,7 @@ import keras
 from keras import ops
 
 from nlpkit.errors import NlpkitError
+from nlpkit.layers.attention import keras_mha
 from nlpkit.layers.attention.multi_head import MultiHeadAttention
 from nlpkit.layers.masks import masked_softmax
 
@@ -143,7 +144,7 @@ class MultiChannelAttention(MultiHeadAttention):
     def _build_attention(self, rank):
         # The per-context einsums below replace Keras' attention equations; only dropout is needed
         # (and `attention_axes` stays None, so the config round-trips).
-        self._dropout_layer = keras.layers.Dropout(rate=self._dropout, dtype=self.dtype_policy, seed=self.seed)
+        keras_mha.set_probability_dropout(self, keras.layers.Dropout(rate=self.dropout, dtype=self.dtype_policy, seed=self.seed))
 
     def call(
         self,
@@ -161,20 +162,21 @@ class MultiChannelAttention(MultiHeadAttention):
                 hint="pass [B, C] weights over the contexts, e.g. from VotingAttention",
             )
         key = value if key is None else key
-        queries = self._query_dense(query)  # [B, T, N, H]
-        keys = self._key_dense(key)  # [B, C, S, N, H]
-        values = self._value_dense(value)  # [B, C, S, N, Hv]
-        queries = ops.multiply(queries, ops.cast(self._inverse_sqrt_key_dim, queries.dtype))
+        queries = self.query_dense(query)  # [B, T, N, H]
+        keys = self.key_dense(key)  # [B, C, S, N, H]
+        values = self.value_dense(value)  # [B, C, S, N, Hv]
+        queries = ops.multiply(queries, ops.cast(keras_mha.logit_scale(self), queries.dtype))
         scores = ops.einsum("btnh,bcsnh->bcnts", queries, keys)
         if attention_mask is not None:
             attention_mask = ops.expand_dims(ops.cast(attention_mask, "bool"), 2)  # [B, C, 1, T, S]
         probs = ops.cast(masked_softmax(scores, attention_mask, axis=-1), queries.dtype)
-        dropped = self._dropout_layer(probs, training=training) if self._dropout > 0.0 else probs
+        dropped = keras_mha.probability_dropout(self)(probs, training=training) if self.dropout > 0.0 else probs
         per_context = ops.einsum("bcnts,bcsnh->bctnh", dropped, values)
         output = self._merge_contexts(per_context, ops.cast(context_attention_weights, per_context.dtype))
-        if self._use_gate:
-            output = ops.multiply(output, self._gate_dense(query))
-        output = self._output_dense(output)
+        gate = keras_mha.gate_projection(self)
+        if gate is not None:
+            output = ops.multiply(output, gate(query))
+        output = self.output_dense(output)
         return (output, probs) if return_attention_scores else output
 
     @staticmethod

@@ -3,9 +3,12 @@
 import keras
 from keras import ops
 
+from nlpkit.layers.attention import keras_mha
+from nlpkit.layers.attention.registry import register_attention
 from nlpkit.layers.masks import masked_softmax
 
 
+@register_attention("multi_head")
 @keras.saving.register_keras_serializable(package="nlpkit")
 class MultiHeadAttention(keras.layers.MultiHeadAttention):
     """Keras' multi-head attention with the catalogue's mask contract.
@@ -34,9 +37,9 @@ class MultiHeadAttention(keras.layers.MultiHeadAttention):
 
     def _attention_probabilities(self, scores, attention_mask, dtype):
         """Scores `[B, N, <T axes>, <S axes>]` -> probabilities in `dtype`."""
-        norm_axes = tuple(range(len(scores.shape) - len(self._attention_axes), len(scores.shape)))
+        norm_axes = tuple(range(len(scores.shape) - len(self.attention_axes), len(scores.shape)))
         if attention_mask is not None:
-            expand_axis = -len(self._attention_axes) * 2 - 1
+            expand_axis = -len(self.attention_axes) * 2 - 1
             for _ in range(len(scores.shape) - len(attention_mask.shape)):
                 attention_mask = ops.expand_dims(attention_mask, axis=expand_axis)
         return ops.cast(masked_softmax(scores, attention_mask, axis=norm_axes), dtype)
@@ -44,21 +47,44 @@ class MultiHeadAttention(keras.layers.MultiHeadAttention):
     def _compute_attention(
         self, query, key, value, attention_mask=None, training=None, return_attention_scores=False, **kwargs
     ):
-        if kwargs.get("use_causal_mask"):
-            attention_mask = self._compute_causal_mask(query, value)
-        query = ops.multiply(query, ops.cast(self._inverse_sqrt_key_dim, query.dtype))
-        scores = ops.einsum(self._dot_product_equation, key, query)
+        # Keras passes `use_causal_mask` here only to its own _compute_attention: for a subclass
+        # it builds the causal mask into `attention_mask` before the call.
+        if self._fused_path_applies(query, value, return_attention_scores, training):
+            return self._fused_attention(query, key, value, attention_mask), None
+        query = ops.multiply(query, ops.cast(keras_mha.logit_scale(self), query.dtype))
+        scores = ops.einsum(keras_mha.score_equation(self), key, query)
         probs = self._attention_probabilities(scores, attention_mask, query.dtype)
-        dropped = self._dropout_layer(probs, training=training) if self._dropout > 0.0 else probs
-        output = ops.einsum(self._combine_equation, dropped, value)
+        dropped = keras_mha.probability_dropout(self)(probs, training=training) if self.dropout > 0.0 else probs
+        output = ops.einsum(keras_mha.combine_equation(self), dropped, value)
         return output, probs
+
+    def _fused_path_applies(self, query, value, return_attention_scores, training):
+        """Keras' fused attention computes the same when no scores are returned, no dropout is
+        drawn and the attention is over the one sequence axis of `[B, T, N, H]` heads (JAX's
+        kernel also needs value heads as wide as key heads)."""
+        dropping = self.dropout > 0.0 and bool(training)
+        one_axis = len(query.shape) == 4 and tuple(self.attention_axes) == (1,)
+        return not return_attention_scores and not dropping and one_axis and value.shape[-1] == query.shape[-1]
+
+    def _fused_attention(self, query, key, value, attention_mask):
+        """`ops.dot_product_attention` (its softmax is float32), with the catalogue's rule that a
+        query with no allowed key gets 0 (Keras gives it the average of all values)."""
+        scale = keras_mha.logit_scale(self)
+        if attention_mask is None:
+            return ops.dot_product_attention(query, key, value, scale=scale)
+        mask = ops.cast(attention_mask, "bool")
+        while len(mask.shape) < 4:
+            mask = ops.expand_dims(mask, axis=-3)  # [B, T, S] -> [B, 1, T, S] (heads broadcast)
+        output = ops.dot_product_attention(query, key, value, mask=mask, scale=scale)
+        allowed = ops.expand_dims(ops.swapaxes(ops.any(mask, axis=-1), 1, 2), -1)  # [B, T, 1|N, 1]
+        return output * ops.cast(allowed, output.dtype)
 
     def compute_output_spec(self, query, value, key=None, return_attention_scores=False, **kwargs):
         # Keras' own spec gives scores of shape [B, N, T, T]; they are [B, N, <T axes>, <S axes>].
         output_spec = super().compute_output_spec(query, value, key=key, **kwargs)
         if not return_attention_scores:
             return output_spec
-        axes = self._attention_axes or tuple(range(1, len(query.shape) - 1))
+        axes = self.attention_axes or tuple(range(1, len(query.shape) - 1))
         batch_dims = [d for i, d in enumerate(query.shape[:-1]) if i not in axes]
         scores_shape = (
             *batch_dims,

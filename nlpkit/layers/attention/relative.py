@@ -14,6 +14,7 @@ import keras
 from keras import ops
 
 from nlpkit.errors import NlpkitError
+from nlpkit.layers.attention import keras_mha
 from nlpkit.layers.attention.multi_head import MultiHeadAttention
 from nlpkit.layers.attention.registry import register_attention
 from nlpkit.layers.masks import combine_masks, masked_softmax
@@ -82,9 +83,9 @@ class MultiHeadRelativeAttention(MultiHeadAttention):
         encoding_width = (relative_position_encoding_shape or query_shape)[-1]
         self._encoding_dense = keras.layers.EinsumDense(
             "bld,dnh->blnh",
-            output_shape=(None, self._num_heads, self._key_dim),
+            output_shape=(None, self.num_heads, self.key_dim),
             name="encoding",
-            **self._get_common_kwargs_for_sublayer(),
+            **keras_mha.sublayer_kwargs(self),
         )
         self._encoding_dense.build((None, None, encoding_width))
 
@@ -113,9 +114,9 @@ class MultiHeadRelativeAttention(MultiHeadAttention):
             state = ops.cast(state, key.dtype)
             key, value = ops.concatenate([state, key], axis=1), ops.concatenate([state, value], axis=1)
         output, probs = self._relative_attention(
-            self._query_dense(query),
-            self._key_dense(key),
-            self._value_dense(value),
+            self.query_dense(query),
+            self.key_dense(key),
+            self.value_dense(value),
             relative_position_encoding,
             dict(
                 content=content_attention_bias,
@@ -127,7 +128,7 @@ class MultiHeadRelativeAttention(MultiHeadAttention):
             attention_mask,
             training,
         )
-        output = self._output_dense(output)
+        output = self.output_dense(output)
         return (output, probs) if return_attention_scores else output
 
     def _relative_attention(
@@ -146,11 +147,11 @@ class MultiHeadRelativeAttention(MultiHeadAttention):
         scores = content_scores + relative_shift(position_scores, key_length)
         if segment_matrix is not None:
             scores = scores + self._segment_scores(query, segment_matrix, segment_encoding, biases["segment"])
-        scores = scores * ops.cast(self._inverse_sqrt_key_dim, scores.dtype)
+        scores = scores * ops.cast(keras_mha.logit_scale(self), scores.dtype)
         # Softmax over the last axis (an axis tuple breaks TF graphs with an unknown batch size).
         probs = masked_softmax(scores, None if mask is None else ops.expand_dims(mask, 1), axis=-1)
         probs = ops.cast(probs, query.dtype)
-        dropped = self._dropout_layer(probs, training=training) if self._dropout > 0.0 else probs
+        dropped = keras_mha.probability_dropout(self)(probs, training=training) if self.dropout > 0.0 else probs
         return ops.einsum("bnts,bsnh->btnh", dropped, value), probs
 
     def _segment_scores(self, query, segment_matrix, segment_encoding, segment_bias):
@@ -166,13 +167,13 @@ class MultiHeadRelativeAttention(MultiHeadAttention):
         return ops.where(different, per_kind[..., 1:], per_kind[..., :1])
 
     def compute_output_spec(self, query, value, key=None, state=None, return_attention_scores=False, **kwargs):
-        output_shape = tuple(query.shape[:-1]) + tuple(self._output_shape or (query.shape[-1],))
+        output_shape = tuple(query.shape[:-1]) + tuple(keras_mha.output_shape(self) or (query.shape[-1],))
         output = keras.KerasTensor(output_shape, dtype=self.compute_dtype)
         if not return_attention_scores:
             return output
         memory_length = 0 if state is None else state.shape[1]
         key_length = None if None in (memory_length, value.shape[1]) else memory_length + value.shape[1]
-        probs_shape = (query.shape[0], self._num_heads, query.shape[1], key_length)
+        probs_shape = (query.shape[0], self.num_heads, query.shape[1], key_length)
         return output, keras.KerasTensor(probs_shape, dtype=self.compute_dtype)
 
 
@@ -220,19 +221,19 @@ class TwoStreamRelativeAttention(MultiHeadRelativeAttention):
         keys = content_stream
         if state is not None:
             keys = ops.concatenate([ops.cast(state, content_stream.dtype), content_stream], axis=1)
-        key, value = self._key_dense(keys), self._value_dense(keys)
+        key, value = self.key_dense(keys), self.value_dense(keys)
         biases = dict(
             content=content_attention_bias, positional=positional_attention_bias, segment=segment_attention_bias
         )
         shared = (relative_position_encoding, biases, segment_matrix, segment_encoding)
         content, _ = self._relative_attention(
-            self._query_dense(content_stream), key, value, *shared, content_attention_mask, training
+            self.query_dense(content_stream), key, value, *shared, content_attention_mask, training
         )
-        content = self._output_dense(content)
+        content = self.output_dense(content)
         if query_stream is None:
             return content
 
-        query = self._query_dense(query_stream)
+        query = self.query_dense(query_stream)
         if target_mapping is not None:  # place each target's query at its position in the sequence
             query = ops.einsum("bpnh,bpt->btnh", query, ops.cast(target_mapping, query.dtype))
         own_position = not_self_mask(ops.shape(query)[1], ops.shape(key)[1])
@@ -240,7 +241,7 @@ class TwoStreamRelativeAttention(MultiHeadRelativeAttention):
         queried, _ = self._relative_attention(query, key, value, *shared, mask, training)
         if target_mapping is not None:
             queried = ops.einsum("btnh,bpt->bpnh", queried, ops.cast(target_mapping, queried.dtype))
-        return content, self._output_dense(queried)
+        return content, self.output_dense(queried)
 
     def compute_output_spec(self, content_stream, query_stream=None, **kwargs):
         content = super().compute_output_spec(content_stream, content_stream)
@@ -274,7 +275,7 @@ class SinusoidalRelativeAttention(MultiHeadRelativeAttention):
         self._position_encoding = RelativePositionEncoding(
             query_shape[-1], clamp_len=self.clamp_len, dtype=self.dtype_policy, name="relative_position_encoding"
         )
-        bias_kwargs = dict(shape=(self._num_heads, self._key_dim), initializer=self._bias_initializer)
+        bias_kwargs = dict(shape=(self.num_heads, self.key_dim), initializer=keras_mha.bias_initializer(self))
         self.content_attention_bias = self.add_weight(name="content_attention_bias", **bias_kwargs)
         self.positional_attention_bias = self.add_weight(name="positional_attention_bias", **bias_kwargs)
 
@@ -297,6 +298,4 @@ class SinusoidalRelativeAttention(MultiHeadRelativeAttention):
         return config
 
 
-@register_attention("relative")
-def _relative(**kwargs):
-    return SinusoidalRelativeAttention(**kwargs)
+register_attention("relative")(SinusoidalRelativeAttention)

@@ -5,6 +5,7 @@ import keras
 from keras import ops
 
 from nlpkit.errors import NlpkitError
+from nlpkit.layers.attention import keras_mha
 from nlpkit.layers.attention.multi_head import MultiHeadAttention
 from nlpkit.layers.attention.registry import register_attention
 
@@ -54,30 +55,29 @@ class ReuseMultiHeadAttention(MultiHeadAttention):
 
     @property
     def reused_heads(self):
-        return self._num_heads if self.reuse_attention == -1 else self.reuse_attention
+        return self.num_heads if self.reuse_attention == -1 else self.reuse_attention
 
     def build(self, query_shape, value_shape, key_shape=None):
         key_shape = value_shape if key_shape is None else key_shape
-        fresh_heads = self._num_heads - self.reused_heads
-        self._query_dense = self._key_dense = None
+        fresh_heads = self.num_heads - self.reused_heads
+        query = key = None
         if fresh_heads:
-            self._query_dense = self._head_projection("query", fresh_heads, self._key_dim, query_shape)
-            self._key_dense = self._head_projection("key", fresh_heads, self._key_dim, key_shape)
-        self._value_dense = self._head_projection("value", self._num_heads, self._value_dim, value_shape)
-        self._build_attention(rank=4)
-        self._output_dense = self._make_output_dense(
-            query_shape, self._get_common_kwargs_for_sublayer(), "attention_output"
-        )
-        self._output_dense.build((*query_shape[:-1], self._num_heads, self._value_dim))
+            query = self._head_projection("query", fresh_heads, self.key_dim, query_shape)
+            key = self._head_projection("key", fresh_heads, self.key_dim, key_shape)
+        value = self._head_projection("value", self.num_heads, self.value_dim, value_shape)
+        keras_mha.build_attention(self, 4)
+        output = keras_mha.make_output_dense(self, query_shape, "attention_output")
+        keras_mha.replace_projections(self, query=query, key=key, value=value, output=output)
+        self.output_dense.build((*query_shape[:-1], self.num_heads, self.value_dim))
 
     def _head_projection(self, name, heads, size, input_shape):
         """EinsumDense `[B, L, D]` -> `[B, L, heads, size]`."""
         layer = keras.layers.EinsumDense(
             "bld,dnh->blnh",
             output_shape=(None, heads, size),
-            bias_axes="nh" if self._use_bias else None,
+            bias_axes="nh" if self.use_bias else None,
             name=name,
-            **self._get_common_kwargs_for_sublayer(),
+            **keras_mha.sublayer_kwargs(self),
         )
         layer.build(input_shape)
         return layer
@@ -100,10 +100,10 @@ class ReuseMultiHeadAttention(MultiHeadAttention):
                 hint="pass the [B, N, T, S] scores returned by the previous layer",
             )
         key = value if key is None else key
-        values = self._value_dense(value)
+        values = self.value_dense(value)
         probs = self._combined_probabilities(query, key, attention_mask, reuse_attention_scores, values.dtype)
-        dropped = self._dropout_layer(probs, training=training) if self._dropout > 0.0 else probs
-        output = self._output_dense(ops.einsum(self._combine_equation, dropped, values))
+        dropped = keras_mha.probability_dropout(self)(probs, training=training) if self.dropout > 0.0 else probs
+        output = self.output_dense(ops.einsum(keras_mha.combine_equation(self), dropped, values))
         return (output, probs) if return_attention_scores else output
 
     def _combined_probabilities(self, query, key, attention_mask, reuse_attention_scores, dtype):
@@ -115,10 +115,10 @@ class ReuseMultiHeadAttention(MultiHeadAttention):
                 keep = ops.expand_dims(ops.cast(attention_mask, "bool"), 1)
                 reused = ops.where(keep, reused, ops.zeros_like(reused))
             parts.append(reused)
-        if self._query_dense is not None:
-            queries = self._query_dense(query)
-            queries = ops.multiply(queries, ops.cast(self._inverse_sqrt_key_dim, queries.dtype))
-            scores = ops.einsum(self._dot_product_equation, self._key_dense(key), queries)
+        if self.query_dense is not None:
+            queries = self.query_dense(query)
+            queries = ops.multiply(queries, ops.cast(keras_mha.logit_scale(self), queries.dtype))
+            scores = ops.einsum(keras_mha.score_equation(self), self.key_dense(key), queries)
             parts.append(self._attention_probabilities(scores, attention_mask, dtype))
         return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=1)
 
@@ -136,6 +136,4 @@ class ReuseMultiHeadAttention(MultiHeadAttention):
         return config
 
 
-@register_attention("reuse")
-def _reuse(**kwargs):
-    return ReuseMultiHeadAttention(**kwargs)
+register_attention("reuse")(ReuseMultiHeadAttention)

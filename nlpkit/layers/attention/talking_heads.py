@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from nlpkit.layers.attention import keras_mha
 from nlpkit.layers.attention.multi_head import MultiHeadAttention
 from nlpkit.layers.attention.registry import register_attention
 
@@ -38,12 +39,13 @@ class TalkingHeadsAttention(MultiHeadAttention):
         super()._build_attention(rank)
 
         def mixing_matrix(name):
+            initializer, regularizer, constraint = keras_mha.kernel_settings(self)
             return self.add_weight(
                 name=name,
-                shape=(self._num_heads, self._num_heads),
-                initializer=self._kernel_initializer.__class__.from_config(self._kernel_initializer.get_config()),
-                regularizer=self._kernel_regularizer,
-                constraint=self._kernel_constraint,
+                shape=(self.num_heads, self.num_heads),
+                initializer=initializer,
+                regularizer=regularizer,
+                constraint=constraint,
                 autocast=False,  # mixed in float32 even under mixed precision
             )
 
@@ -52,7 +54,7 @@ class TalkingHeadsAttention(MultiHeadAttention):
 
     def _mix_heads(self, scores, weight):
         """Mixes the heads axis of float32 `scores` `[B.., N, <T axes>, <S axes>]`: out[l] = sum_n s[n] w[n, l]."""
-        heads_axis = len(scores.shape) - 2 * len(self._attention_axes) - 1
+        heads_axis = len(scores.shape) - 2 * len(self.attention_axes) - 1
         mixed = ops.tensordot(scores, ops.cast(weight, "float32"), axes=[[heads_axis], [0]])
         return ops.moveaxis(mixed, -1, heads_axis)
 
@@ -60,16 +62,14 @@ class TalkingHeadsAttention(MultiHeadAttention):
         self, query, key, value, attention_mask=None, training=None, return_attention_scores=False, **kwargs
     ):
         # (Keras computes the causal mask itself for subclasses that override this method.)
-        query = ops.multiply(query, ops.cast(self._inverse_sqrt_key_dim, query.dtype))
-        scores = ops.cast(ops.einsum(self._dot_product_equation, key, query), "float32")
+        query = ops.multiply(query, ops.cast(keras_mha.logit_scale(self), query.dtype))
+        scores = ops.cast(ops.einsum(keras_mha.score_equation(self), key, query), "float32")
         scores = self._mix_heads(scores, self.pre_softmax_weight)
         probs = self._attention_probabilities(scores, attention_mask, "float32")
         probs = ops.cast(self._mix_heads(probs, self.post_softmax_weight), query.dtype)
-        dropped = self._dropout_layer(probs, training=training) if self._dropout > 0.0 else probs
-        output = ops.einsum(self._combine_equation, dropped, value)
+        dropped = keras_mha.probability_dropout(self)(probs, training=training) if self.dropout > 0.0 else probs
+        output = ops.einsum(keras_mha.combine_equation(self), dropped, value)
         return output, probs
 
 
-@register_attention("talking_heads")
-def _talking_heads(**kwargs):
-    return TalkingHeadsAttention(**kwargs)
+register_attention("talking_heads")(TalkingHeadsAttention)

@@ -11,6 +11,7 @@ from keras import ops
 
 from nlpkit.errors import NlpkitError
 from nlpkit.layers.attention.registry import make_attention
+from nlpkit.layers.blocks.encoder import merge_padding_mask
 from nlpkit.layers.embeddings import OnDeviceEmbedding, PositionEmbedding
 from nlpkit.layers.feedforward import clone_initializer
 
@@ -65,7 +66,8 @@ class MobileBertEmbedding(keras.layers.Layer):
       initializer: initializer of the tables and the projection.
       dropout_rate: dropout on the output.
 
-    Call: `layer(input_word_ids, input_type_ids, training=None)`; both int `[B, T]`.
+    Call: `layer(input_word_ids, input_type_ids=None, training=None)`; both int `[B, T]`;
+    without type ids no type embedding is added (as in Model Garden).
     Output: `[B, T, D]`. The word table is `.word_embedding.embeddings` `[V, E]`.
     """
 
@@ -117,14 +119,16 @@ class MobileBertEmbedding(keras.layers.Layer):
         self.position_embedding.build((batch, length, self.output_width))
         self.norm.build((batch, length, self.output_width))
 
-    def call(self, input_word_ids, input_type_ids, training=None):
+    def call(self, input_word_ids, input_type_ids=None, training=None):
         words = self.word_embedding(input_word_ids)  # [B, T, E]
         zeros = ops.zeros_like(words[:, :1])
         next_words = ops.concatenate([words[:, 1:], zeros], axis=1)
         previous_words = ops.concatenate([zeros, words[:, :-1]], axis=1)
         trigram = ops.concatenate([next_words, words, previous_words], axis=-1)  # [B, T, 3E]
         embeddings = self.projection(trigram)
-        embeddings = embeddings + self.position_embedding(embeddings) + self.type_embedding(input_type_ids)
+        embeddings = embeddings + self.position_embedding(embeddings)
+        if input_type_ids is not None:
+            embeddings = embeddings + self.type_embedding(input_type_ids)
         return self.dropout(self.norm(embeddings), training=training)
 
     def compute_output_shape(self, input_word_ids_shape, input_type_ids_shape=None):
@@ -176,8 +180,9 @@ class MobileBertTransformer(keras.layers.Layer):
       initializer: kernel initializer.
       attention_type: registered attention name or factory (see `make_attention`).
 
-    Call: `layer(inputs, attention_mask=None, return_attention_scores=False, training=None)`;
-    inputs `[B, T, D]`, attention_mask `[B, T, T]` (1 = may attend). Output `[B, T, D]`
+    Call: `layer(inputs, attention_mask=None, return_attention_scores=False, training=None,
+    padding_mask=None)`; inputs `[B, T, D]`, attention_mask `[B, T, T]` (1 = may attend),
+    padding_mask `[B, T]` (1 = real token; AND-ed in as `[B, 1, T]`). Output `[B, T, D]`
     (and the attention scores `[B, N, T, T]` if asked).
     """
 
@@ -295,7 +300,8 @@ class MobileBertTransformer(keras.layers.Layer):
             return self.shared_query_key_norm(self.shared_query_key(inputs)), inputs
         return inputs, inputs
 
-    def call(self, inputs, attention_mask=None, return_attention_scores=False, training=None):
+    def call(self, inputs, attention_mask=None, return_attention_scores=False, training=None, padding_mask=None):
+        attention_mask = merge_padding_mask(attention_mask, padding_mask)
         bottleneck = self.bottleneck_input_norm(self.bottleneck_input(inputs))
         query_key, value = self._attention_inputs(inputs, bottleneck)
         attended, scores = self.attention(

@@ -29,8 +29,8 @@ class ReuseTransformer(TransformerEncoderBlock):
       `attention_kwargs` and `return_attention_scores`, which this block fixes.
 
     Call: `block(inputs, attention_mask=None, reuse_attention_scores=None, key_value=None,
-    output_range=None, training=None)`; inputs `[B, T, D]`, attention_mask `[B, T, S]` or a `[B, S]`
-    padding mask, reuse_attention_scores `[B, N', T, S]` (required when reuse_attention != 0),
+    output_range=None, training=None, padding_mask=None)`; inputs `[B, T, D]`, attention_mask
+    `[B, T, S]` or a `[B, S]` padding mask, padding_mask `[B, S]` (as for `TransformerEncoderBlock`), reuse_attention_scores `[B, N', T, S]` (required when reuse_attention != 0),
     key_value `[B, S, D]` for cross-attention, output_range k computes the first k positions only.
     Output: `(outputs [B, T, D], scores [B, N, T, S])`.
     """
@@ -61,8 +61,11 @@ class ReuseTransformer(TransformerEncoderBlock):
         key_value=None,
         output_range=None,
         training=None,
+        padding_mask=None,
     ):
-        query, key_value, source, attention_mask = self._attention_inputs(inputs, attention_mask, key_value, output_range)
+        query, key_value, source, attention_mask = self._attention_inputs(
+            inputs, attention_mask, key_value, output_range, padding_mask
+        )
         if output_range is not None and reuse_attention_scores is not None:
             reuse_attention_scores = reuse_attention_scores[:, :, :output_range]
         attention_output, scores = self.attention(

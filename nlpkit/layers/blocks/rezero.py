@@ -17,6 +17,7 @@ class ReZeroTransformer(TransformerEncoderBlock):
     Args:
       num_attention_heads, inner_dim, inner_activation, and every other argument of
         `TransformerEncoderBlock` except `norm_first` (must stay False: ReZero has no pre-norm).
+        As in Model Garden, inner_dim defaults to 768 and inner_activation to "gelu".
       use_layer_norm: apply a layer norm after each residual.
       share_rezero: one residual weight for both sub-layers (True) or one each (False).
 
@@ -25,7 +26,7 @@ class ReZeroTransformer(TransformerEncoderBlock):
     """
 
     def __init__(
-        self, num_attention_heads, inner_dim, inner_activation, use_layer_norm=False, share_rezero=True, **kwargs
+        self, num_attention_heads, inner_dim=768, inner_activation="gelu", use_layer_norm=False, share_rezero=True, **kwargs
     ):
         if kwargs.get("norm_first"):
             raise NlpkitError(

@@ -170,15 +170,23 @@ class TransformerXLBlock(keras.layers.Layer):
 
 
 def xl_attention_masks(
-    query_length, memory_length, padding_mask=None, permutation_mask=None, causal=False, same_length=False
+    query_length,
+    memory_length,
+    padding_mask=None,
+    permutation_mask=None,
+    causal=False,
+    same_length=False,
+    memory_mask=None,
 ):
     """Content-stream and query-stream masks `[B or 1, T, M+T]` (1 = may attend), or (None, None).
 
-    Keys are the M memory positions followed by the T current ones; memory is never padding.
+    Keys are the M memory positions followed by the T current ones.
       causal: query i sees keys j <= i + M (itself and what precedes it).
       same_length: with causal, also j >= i, so every query sees exactly M + 1 keys.
       padding_mask `[B, T]`: 1 = real token.
       permutation_mask `[B, T, T]` over the current tokens: 1 = may attend (XLNet's factorisation order).
+      memory_mask `[B, M]`: 1 = a memory position that may be attended (0: e.g. memory of another
+        document, after a stream moved on to a new one); None = all memory is visible.
     The query stream gets all of these; the content stream additionally always sees its own token.
     """
     key_length = memory_length + query_length
@@ -194,7 +202,12 @@ def xl_attention_masks(
         padding_mask = ops.expand_dims(padding_mask, 1)
     if permutation_mask is not None:
         permutation_mask = _with_memory(ops.cast(permutation_mask, "bool"), memory_length, axis=2)
-    query_mask = combine_masks(structure, padding_mask, permutation_mask)
+    if memory_mask is not None:
+        # [B, M] -> [B, 1, M+T]: the memory positions as given, the current ones all visible.
+        current = ops.ones((ops.shape(memory_mask)[0], query_length), "bool")
+        memory_mask = ops.concatenate([ops.cast(memory_mask, "bool"), current], axis=1)
+        memory_mask = ops.expand_dims(memory_mask, 1)
+    query_mask = combine_masks(structure, padding_mask, permutation_mask, memory_mask)
     if query_mask is None:
         return None, None
     own_position = ops.logical_not(not_self_mask(query_length, key_length))
@@ -243,14 +256,17 @@ class TransformerXL(keras.layers.Layer):
       bi_data: the second half of the batch uses backward relative distances (XLNet).
 
     Call: `layer(content_stream, padding_mask=None, segment_ids=None, memories=None,
-    permutation_mask=None, query_stream=None, target_mapping=None, training=None)`:
+    permutation_mask=None, query_stream=None, target_mapping=None, memory_mask=None, training=None)`:
       content_stream `[B, T, D]` (embedded tokens); padding_mask `[B, T]` (1 = real token);
       segment_ids `[B, T]` int (memory counts as segment 0); memories `[B, L, M, D]` from the
       previous segment; permutation_mask `[B, T, T]` (1 = may attend); query_stream `[B, P, D]`;
-      target_mapping `[B, P, T]`.
+      target_mapping `[B, P, T]`; memory_mask `[B, M]` (1 = memory position that may be attended,
+      e.g. 0 where the previous segment was padding or belonged to another document).
     Output: dict `sequence_output` `[B, T, D]`, `encoder_outputs` (list of L `[B, T, D]`),
       `new_memories` `[B, L, min(mem_len, M + R), D]` if mem_len > 0 (R = reuse_len or T; the inputs
-      of each block, without gradient), `query_output` `[B, P, D]` if two_stream.
+      of each block, without gradient), `new_memory_mask` `[B, min(mem_len, M + R)]` if mem_len > 0
+      and memory_mask is given (which of those positions are real: the memory_mask of the old
+      memory followed by the padding_mask of the kept tokens), `query_output` `[B, P, D]` if two_stream.
     """
 
     def __init__(
@@ -356,9 +372,10 @@ class TransformerXL(keras.layers.Layer):
         permutation_mask=None,
         query_stream=None,
         target_mapping=None,
+        memory_mask=None,
         training=None,
     ):
-        self._check_inputs(memories, query_stream)
+        self._check_inputs(memories, query_stream, memory_mask)
         query_length = ops.shape(content_stream)[1]
         memory_length = 0 if memories is None else ops.shape(memories)[2]
         content_mask, query_mask = xl_attention_masks(
@@ -368,6 +385,7 @@ class TransformerXL(keras.layers.Layer):
             permutation_mask=permutation_mask,
             causal=self.attention_type == "uni",
             same_length=self.same_length,
+            memory_mask=memory_mask,
         )
         segments = None if segment_ids is None else segment_matrix(segment_ids, memory_length)
         keys = content_stream if memories is None else ops.concatenate([memories[:, 0], content_stream], axis=1)
@@ -392,9 +410,17 @@ class TransformerXL(keras.layers.Layer):
             )
             stream, query = result if self.two_stream else (result, None)
             outputs.append(stream)
-        return self._outputs(stream, outputs, new_memories, query)
+        result = self._outputs(stream, outputs, new_memories, query)
+        if self.mem_len > 0 and memory_mask is not None:
+            result["new_memory_mask"] = self._updated_memory_mask(memory_mask, padding_mask, query_length)
+        return result
 
-    def _check_inputs(self, memories, query_stream):
+    def _check_inputs(self, memories, query_stream, memory_mask=None):
+        if memory_mask is not None and memories is None:
+            raise NlpkitError(
+                f"{self.name}: memory_mask given without memories",
+                hint="pass memory_mask [B, M] together with the memories [B, L, M, D] it describes",
+            )
         if memories is not None and memories.shape[1] not in (None, self.num_layers):
             raise NlpkitError(
                 f"{self.name}: memories have {memories.shape[1]} layers, the stack has {self.num_layers}",
@@ -415,6 +441,14 @@ class TransformerXL(keras.layers.Layer):
         if memory is not None:
             kept = ops.concatenate([ops.cast(memory, kept.dtype), kept], axis=1)
         return ops.stop_gradient(kept[:, -self.mem_len :])
+
+    def _updated_memory_mask(self, memory_mask, padding_mask, query_length):
+        """Which positions of `_updated_memory` are real: the same selection applied to the masks."""
+        if padding_mask is None:
+            padding_mask = ops.ones((ops.shape(memory_mask)[0], query_length), "bool")
+        kept = padding_mask[:, : self.reuse_len] if self.reuse_len > 0 else padding_mask
+        kept = ops.concatenate([ops.cast(memory_mask, "bool"), ops.cast(kept, "bool")], axis=1)
+        return kept[:, -self.mem_len :]
 
     def _outputs(self, stream, outputs, new_memories, query):
         result = dict(sequence_output=stream, encoder_outputs=outputs)

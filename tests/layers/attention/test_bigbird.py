@@ -27,6 +27,8 @@ def test_contract(tmp_path):
         kwargs=dict(attention_mask=padding.astype("float32")),
         tmp_path=tmp_path,
         expected_shapes=[x.shape],
+        expected_trainable=8,
+        expected_non_trainable=0,
     )
 
 

@@ -35,6 +35,8 @@ def test_contract(tmp_path):
         kwargs=dict(attention_mask=mask),
         tmp_path=tmp_path,
         expected_shapes=[(B, T, D)],
+        expected_trainable=8,
+        expected_non_trainable=0,
     )
 
 

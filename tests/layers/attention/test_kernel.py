@@ -22,14 +22,14 @@ NUMPY_MAPS = {
 }
 
 
-def _kernel_reference(layer, query, value, phi, mask=None, scale=None):
+def _kernel_reference(layer, query, value, phi, mask=None, scale=None, eps=1e-6):
     """NumPy: projections, sqrt(scale) on q and k, phi, quadratic linear attention, output projection."""
     wq, bq, wk, bk, wv, bv, wo, bo = reference.mha_weights(layer)
     root = math.sqrt(scale if scale is not None else 1.0 / math.sqrt(wq.shape[-1]))
     q = reference.dense(query, wq, bq) * root
     k = reference.dense(value, wk, bk) * root
     v = reference.dense(value, wv, bv)
-    context = linear_attention_quadratic(phi(q), phi(k), v, mask)
+    context = linear_attention_quadratic(phi(q), phi(k), v, mask, eps=eps)
     return np.einsum("btnh,nhd->btd", context, wo) + bo
 
 
@@ -44,6 +44,9 @@ def test_contract(tmp_path):
         kwargs=dict(attention_mask=padding),
         tmp_path=tmp_path,
         expected_shapes=[(2, 6, 16)],
+        # q/k/v/out kernels and biases; the random-feature projection is not trained
+        expected_trainable=8,
+        expected_non_trainable=1,
     )
 
 
@@ -94,6 +97,42 @@ def test_causal_elu_matches_quadratic_reference():
     layer = KernelAttention(num_heads=2, key_dim=4, feature_transform="elu", causal_chunk_length=3)
     out = np.asarray(layer(x, x, use_causal_mask=True))
     np.testing.assert_allclose(out, _kernel_reference(layer, x, x, elu_plus_one, np.tril(np.ones((7, 7)))[None]), atol=1e-5)
+
+
+def _exp_without_projection(x):
+    """Model Garden's 'exp' with num_random_features=0: exp(x_h - |x|^2 / 2) per head coordinate."""
+    return np.exp(x - 0.5 * np.sum(np.square(x), axis=-1, keepdims=True))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("transform", ["exp", *sorted(NUMPY_MAPS)])
+def test_no_random_features_matches_numpy(transform, causal):
+    x = rng.normal(size=(2, 7, 16)).astype("float32") * 2.0
+    padding = np.ones((2, 7), bool)
+    padding[1, 4:] = False
+    layer = KernelAttention(num_heads=2, key_dim=4, feature_transform=transform, num_random_features=0, causal_chunk_length=3)
+    out = np.asarray(layer(x, x, attention_mask=padding, use_causal_mask=causal))
+    assert not layer.non_trainable_weights  # no projection matrix to draw or save
+    mask = np.broadcast_to(padding[:, None, :], (2, 7, 7)) & (np.tril(np.ones((7, 7), bool)) if causal else True)
+    phi, eps = (_exp_without_projection, 0.0) if transform == "exp" else (NUMPY_MAPS[transform], 1e-6)
+    # rtol 1e-3: float32 prefix sums of the signed identity features against a float64 reference.
+    np.testing.assert_allclose(out, _kernel_reference(layer, x, x, phi, mask, eps=eps), atol=1e-5, rtol=1e-3)
+
+
+def test_expplus_refuses_causal_mode_and_zero_random_features():
+    x = rng.normal(size=(1, 16, 16)).astype("float32")
+    with pytest.raises(NlpkitError, match="expplus.*use_causal_mask"):
+        KernelAttention(num_heads=2, key_dim=4, feature_transform="expplus", num_random_features=16)(x, x, use_causal_mask=True)
+    with pytest.raises(NlpkitError, match="expplus.*num_random_features=0"):
+        KernelAttention(num_heads=2, key_dim=4, feature_transform="expplus", num_random_features=0)
+    with pytest.raises(NlpkitError, match="redraw"):
+        KernelAttention(num_heads=2, key_dim=4, feature_transform="exp", num_random_features=0, redraw=True)
+    with pytest.raises(NlpkitError, match="num_random_features=-1"):
+        KernelAttention(num_heads=2, key_dim=4, num_random_features=-1)
+    # Non-causal FAVOR++ stays available, and the exact softmax fallback may still be causal.
+    KernelAttention(num_heads=2, key_dim=4, feature_transform="expplus", num_random_features=16)(x, x)
+    short = KernelAttention(num_heads=2, key_dim=4, feature_transform="expplus", is_short_seq=True)
+    short(x, x, use_causal_mask=True)
 
 
 def test_short_sequence_fallback_and_softmax_prefix_are_exact_softmax():

@@ -49,6 +49,9 @@ def test_voting_contract(tmp_path):
         args=[contexts, doc_mask],
         tmp_path=tmp_path,
         expected_shapes=[(B, C)],
+        expected_trainable=4,
+        expected_non_trainable=0,
+        float32_outputs=(0,),  # documented: float32 probabilities
     )
 
 
@@ -64,6 +67,8 @@ def test_multi_channel_contract(tmp_path):
         ),
         tmp_path=tmp_path,
         expected_shapes=[(B, T, D)],
+        expected_trainable=8,
+        expected_non_trainable=0,
     )
 
 

@@ -25,6 +25,8 @@ def test_contract(tmp_path):
         kwargs=dict(attention_mask=mask),
         tmp_path=tmp_path,
         expected_shapes=[(2, 5, 16)],
+        expected_trainable=8,
+        expected_non_trainable=0,
     )
 
 

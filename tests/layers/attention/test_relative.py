@@ -193,6 +193,8 @@ def test_contract_multi_head_relative(tmp_path):
         static_kwargs=dict(return_attention_scores=True),
         tmp_path=tmp_path,
         expected_shapes=[(B, T, D), (B, N, T, M + T)],
+        expected_trainable=9,  # q/k/v/out kernels and biases, the encoding projection
+        expected_non_trainable=0,
     )
 
 
@@ -212,6 +214,8 @@ def test_contract_two_stream(tmp_path):
         ),
         tmp_path=tmp_path,
         expected_shapes=[(B, T, D), (B, 2, D)],
+        expected_trainable=9,
+        expected_non_trainable=0,
     )
 
 
@@ -223,6 +227,8 @@ def test_contract_sinusoidal_relative(tmp_path):
         kwargs=dict(attention_mask=_mask(B, T, T + 1)),
         tmp_path=tmp_path,
         expected_shapes=[(B, T, D)],
+        expected_trainable=11,  # 9 as above, the content and positional biases
+        expected_non_trainable=0,
     )
 
 

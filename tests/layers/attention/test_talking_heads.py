@@ -37,6 +37,8 @@ def test_contract(tmp_path):
         kwargs=dict(attention_mask=mask.astype("float32")),
         tmp_path=tmp_path,
         expected_shapes=[(B, T, D)],
+        expected_trainable=10,  # q/k/v/out kernels and biases, pre/post-softmax mixing
+        expected_non_trainable=0,
     )
 
 

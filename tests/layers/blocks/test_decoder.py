@@ -64,6 +64,9 @@ def test_contract(tmp_path):
         ),
         tmp_path=tmp_path,
         expected_shapes=[(B, T, D)],
+        # self- and cross-attention (8 each) with their norms (2 each), feed-forward (4), output norm (2)
+        expected_trainable=26,
+        expected_non_trainable=0,
     )
 
 

@@ -36,6 +36,8 @@ def test_contract(tmp_path):
         kwargs=dict(attention_mask=mask),
         tmp_path=tmp_path,
         expected_shapes=[(B, T, D)],
+        expected_trainable=16,  # attention 8, feed-forward 4, two norms 4
+        expected_non_trainable=0,
     )
 
 
@@ -61,6 +63,8 @@ def test_contract_pre_norm_cross_attention_scores_gated_and_output_range(tmp_pat
         static_kwargs=dict(output_range=2),
         tmp_path=tmp_path,
         expected_shapes=[(B, 2, D), (B, 2, 2, S)],
+        expected_trainable=18,  # 16 + the gate's kernel and bias
+        expected_non_trainable=0,
     )
 
 
@@ -153,6 +157,8 @@ def test_registered_talking_heads_runs_inside_the_block(tmp_path):
         tmp_path=tmp_path,
         expected_shapes=[(B, T, D)],
         mixed_precision=False,
+        expected_trainable=18,  # 16 + talking-heads' two mixing matrices
+        expected_non_trainable=0,
     )
     block = TransformerEncoderBlock(2, 16, "relu", attention_type="talking_heads")
     block(x, attention_mask=mask)

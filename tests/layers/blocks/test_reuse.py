@@ -56,6 +56,8 @@ def test_contract(tmp_path):
         kwargs=dict(attention_mask=padding.astype("float32"), reuse_attention_scores=previous),
         tmp_path=tmp_path,
         expected_shapes=[(B, T, D), (B, N, T, T)],
+        expected_trainable=12,  # reused scores: no q/k; value 2, out 2, feed-forward 4, norms 4
+        expected_non_trainable=0,
     )
 
 

@@ -32,6 +32,10 @@ def test_contract(tmp_path):
         kwargs=dict(attention_mask=mask),
         tmp_path=tmp_path,
         expected_shapes=[(B, T, D)],
+        expected_trainable=18,  # two alphas, attention 8, feed-forward 4, norms 4
+        expected_non_trainable=0,
+        # the alphas start at 0, so no gradient reaches the attention (8) and feed-forward (4) weights yet
+        expected_without_gradient=12,
     )
 
 

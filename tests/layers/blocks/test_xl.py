@@ -40,6 +40,20 @@ def test_attention_masks_match_explicit_rules(causal, same_length):
                 assert content[b, i, j] == (allowed or j == i + M)
 
 
+def test_memory_mask_hides_exactly_the_masked_memory_positions():
+    memory_mask = np.array([[0, 1], [1, 0]], "float32")
+    padding = np.array([[1, 1, 0], [1, 1, 1]], "float32")
+    content, query = xl_attention_masks(T, M, padding, causal=True, memory_mask=memory_mask)
+    content, query = np.broadcast_to(content, (B, T, M + T)), np.broadcast_to(query, (B, T, M + T))
+    for b in range(B):
+        for i in range(T):
+            for j in range(M + T):
+                visible = memory_mask[b, j] == 1 if j < M else padding[b, j - M] == 1
+                allowed = visible and j <= i + M
+                assert query[b, i, j] == allowed
+                assert content[b, i, j] == (allowed or j == i + M)
+
+
 def test_no_masks_gives_none():
     assert xl_attention_masks(T, M) == (None, None)
 
@@ -108,6 +122,9 @@ def test_block_contract(tmp_path):
         kwargs=dict(state=_normal(B, M, D), content_attention_mask=np.ones((B, T, M + T), "float32")),
         tmp_path=tmp_path,
         expected_shapes=[(B, T, D)],
+        # q/k/v/out kernels (no biases), encoding kernel, attention norm 2, inner and output dense 4, output norm 2
+        expected_trainable=13,
+        expected_non_trainable=0,
     )
 
 
@@ -154,6 +171,30 @@ def test_new_memories_are_block_inputs_with_reuse_len():
         want = np.concatenate([memories[:, layer], inputs[layer][:, :2]], 1)[:, -3:]
         np.testing.assert_allclose(out["new_memories"][:, layer], want, atol=1e-6)
     np.testing.assert_allclose(out["sequence_output"], out["encoder_outputs"][-1])
+
+
+@pytest.mark.parametrize("attention_type", ["bi", "uni"])
+def test_masked_memory_equals_memory_without_those_positions(attention_type):
+    stack = TransformerXL(**STACK, mem_len=3, attention_type=attention_type)
+    x, memories = _normal(B, T, D), _normal(B, 2, 3, D)
+    hidden = np.array([[0, 0, 1], [0, 0, 0]], "float32")  # row 0 keeps its newest slot, row 1 none
+    got = _outputs(stack, x, memories=memories, memory_mask=hidden)["sequence_output"]
+    # Relative positions: dropping the oldest memory slots leaves every remaining distance unchanged.
+    newest_only = _outputs(stack, x[:1], memories=memories[:1, :, 2:])["sequence_output"]
+    no_memory = _outputs(stack, x[1:])["sequence_output"]
+    np.testing.assert_allclose(got[:1], newest_only, atol=1e-5)
+    np.testing.assert_allclose(got[1:], no_memory, atol=1e-5)
+
+
+def test_new_memory_mask_follows_the_memory_and_the_padding():
+    stack = TransformerXL(**STACK, mem_len=4, reuse_len=2)
+    memory_mask, padding = np.array([[1, 0, 1], [0, 0, 1]], "float32"), np.array([[1, 1, 1], [1, 0, 0]], "float32")
+    out = _outputs(stack, _normal(B, T, D), padding_mask=padding, memories=_normal(B, 2, 3, D), memory_mask=memory_mask)
+    # The last 4 of (old memory's 3 + the first reuse_len=2 current positions), as for the memories.
+    want = np.concatenate([memory_mask, padding[:, :2]], 1)[:, -4:]
+    np.testing.assert_array_equal(out["new_memory_mask"], want.astype(bool))
+    assert out["new_memories"].shape == (B, 2, 4, D)
+    assert "new_memory_mask" not in _outputs(stack, _normal(B, T, D), memories=_normal(B, 2, 3, D))
 
 
 def test_untied_biases_equal_to_the_tied_ones_give_the_same_output():
@@ -204,6 +245,8 @@ def test_stack_contract(tmp_path):
         ),
         tmp_path=tmp_path,
         expected_shapes=[(B, T, D), (B, 1, 3, D), (B, T, D)],
+        expected_trainable=17,  # content/positional/segment biases, segment encoding, one block (13)
+        expected_non_trainable=0,
     )
 
 
@@ -215,5 +258,7 @@ def test_bad_arguments_raise_nlpkit_error():
         TransformerXL(**STACK, two_stream=True)(x)
     with pytest.raises(NlpkitError, match="memories"):
         TransformerXL(**STACK)(x, memories=_normal(B, 3, M, D))
+    with pytest.raises(NlpkitError, match="memory_mask given without memories"):
+        TransformerXL(**STACK)(x, memory_mask=np.ones((B, M), "float32"))
     with pytest.raises(NlpkitError, match="one-stream"):
         TransformerXLBlock(**BLOCK)(x, _normal(B, 2 * T, D), query_stream=x)

@@ -7,24 +7,14 @@ configs and CLI flags. Attention-specific keyword arguments (`local_context=`, `
 go to the inner attention; defaults are the inner attention's own.
 """
 
-import inspect
-
 import keras
 from keras import ops
 
-from nlpkit.errors import NlpkitError
 from nlpkit.layers.attention.efficient.layer import resolve_inner_attention
-from nlpkit.layers.attention.efficient.masks import FullMask, LengthMask, TriangularMask, factorize_padding
-from nlpkit.layers.attention.efficient.names import constructor_arguments, inner_attention_class, make_inner_attention
+from nlpkit.layers.attention.efficient.masks import FullMask, LengthMask, TriangularMask, factorize_padding, is_key_padding
 from nlpkit.layers.attention.efficient.projected import ProjectedCoreAttention
 from nlpkit.layers.attention.registry import register_attention
 from nlpkit.layers.masks import causal_mask
-
-_MHA_ARGUMENTS = set(inspect.signature(keras.layers.MultiHeadAttention.__init__).parameters) | {
-    "name",
-    "dtype",
-    "trainable",
-}
 
 
 @keras.saving.register_keras_serializable(package="nlpkit")
@@ -32,9 +22,10 @@ class InnerAttentionAdapter(ProjectedCoreAttention):
     """MultiHeadAttention whose attention core is an inner attention (linear, local, ...).
 
     The projections, arguments and call are MultiHeadAttention's; between the projections the
-    inner attention gets `[B,T,N,H]` tensors and mask objects: a dense `attention_mask` is passed
-    as is to attentions that honour any mask (full, local), and as query/key padding to the
-    others (it must then be a padding mask, checked when its values are known).
+    inner attention gets `[B,T,N,H]` tensors and mask objects: a `[B,S]` or `[B,1,S]` mask is
+    passed as key padding (`key_lengths`), so no T x S mask exists; a dense `[B,T,S]` mask is
+    passed as is to attentions that honour any mask (full, local), and as query/key padding to
+    the others (it must then be a padding mask, checked when its values are known).
     `use_causal_mask=True`, or a causal inner attention, passes a TriangularMask (no T x S mask
     is built). Attention scores are not materialised: `return_attention_scores=True` is an error.
 
@@ -51,7 +42,7 @@ class InnerAttentionAdapter(ProjectedCoreAttention):
     def __init__(self, num_heads, key_dim, attention="full", **kwargs):
         super().__init__(num_heads=num_heads, key_dim=key_dim, **kwargs)
         self.attention = resolve_inner_attention(
-            attention, self.dtype_policy, query_dimensions=key_dim, attention_dropout=self._dropout
+            attention, self.dtype_policy, query_dimensions=key_dim, attention_dropout=self.dropout
         )
 
     def _always_causal(self):
@@ -61,13 +52,15 @@ class InnerAttentionAdapter(ProjectedCoreAttention):
         length_t, length_s = query.shape[1], key.shape[1]
         attn_mask = TriangularMask(length_t) if self._causal_call else None
         query_lengths = key_lengths = None
-        if attention_mask is not None and self.attention.supports_attention_masks:
+        if attention_mask is not None and self.attention.supports_attention_masks and not is_key_padding(attention_mask):
             mask = ops.cast(attention_mask, "bool")
             if self._causal_call:
                 mask = ops.logical_and(mask, causal_mask(length_t, length_s))
             attn_mask = FullMask(mask)
         elif attention_mask is not None:
             query_padding, key_padding = factorize_padding(attention_mask)
+            # Key padding [B, 1, S] gives [B, 1] (a sample without real keys): one per query.
+            query_padding = ops.logical_and(query_padding, ops.ones_like(query[:, :, 0, 0], dtype="bool"))
             query_lengths = LengthMask.from_padding(query_padding)
             key_lengths = LengthMask.from_padding(key_padding)
         output = self.attention(
@@ -79,29 +72,18 @@ class InnerAttentionAdapter(ProjectedCoreAttention):
         return {**super().get_config(), "attention": keras.saving.serialize_keras_object(self.attention)}
 
 
-def _adapter_factory(attention_name, composes=False):
-    """Registry factory: MultiHeadAttention kwargs for the adapter, the rest for the inner attention."""
-
-    def factory(inner=None, **kwargs):
-        cls = inner_attention_class(attention_name)
-        inner_kwargs = {key: kwargs.pop(key) for key in list(kwargs) if key not in _MHA_ARGUMENTS}
-        unknown = set(inner_kwargs) - constructor_arguments(cls)
-        if unknown:
-            raise NlpkitError(
-                f"attention '{attention_name}' takes no argument {', '.join(sorted(unknown))}",
-                hint=f"its own arguments are: {', '.join(sorted(constructor_arguments(cls)))}",
-            )
-        if inner is not None and not composes:
-            raise NlpkitError(f"attention '{attention_name}' does not compose with ':{inner}'", hint="drop the ':' part")
-        shared = dict(query_dimensions=kwargs["key_dim"], attention_dropout=kwargs.get("dropout", 0.0), dtype=kwargs.get("dtype"))
-        if inner is not None:
-            inner_kwargs["other_attention"] = make_inner_attention(inner, **shared)
-        attention = make_inner_attention(attention_name, **shared, **inner_kwargs)
-        return InnerAttentionAdapter(attention=attention, **kwargs)
-
-    return factory
+def _inner_defaults(adapter_arguments):
+    """What each inner attention built for an adapter gets: its head size and dropout, the adapter's dtype."""
+    return {
+        "query_dimensions": adapter_arguments["key_dim"],
+        "attention_dropout": adapter_arguments.get("dropout", 0.0),
+        "dtype": adapter_arguments.get("dtype"),
+    }
 
 
-for _name in ("full", "linear", "causal-linear", "clustered", "improved-clustered", "improved-clustered-causal", "reformer", "local"):
-    register_attention(_name)(_adapter_factory(_name))
-register_attention("conditional-full")(_adapter_factory("conditional-full", composes=True))
+# The outer attention of each inner one: MultiHeadAttention arguments for the adapter, the rest
+# for the inner attention; 'conditional-full:linear' composes through the inner entry.
+for _name in ("full", "linear", "causal-linear", "clustered", "improved-clustered", "improved-clustered-causal", "reformer",
+              "local", "conditional-full"):
+    register_attention(_name, inner="attention", inner_kind="inner_attention", default_inner=_name, forward=True,
+                       inherit=_inner_defaults)(InnerAttentionAdapter)

@@ -2,8 +2,8 @@
 
 An inner attention computes a weighted average of values from queries and keys that are already
 projected to heads: `inner(queries [B,T,N,H], keys [B,S,N,H], values [B,S,N,M], attn_mask=None,
-query_lengths=None, key_lengths=None)` -> `[B,T,N,M]`. Masks (passed by keyword, as Keras
-requires of non-tensor arguments) may be mask objects
+query_lengths=None, key_lengths=None)` -> `[B,T,N,M]`. Masks (by keyword or, as in
+fast-transformers, positionally) may be mask objects
 (`FullMask`, `TriangularMask`, `LengthMask`) or plain arrays; outputs at padded query positions
 are zero. Accumulation is float32; the result has the queries' dtype.
 """
@@ -17,7 +17,28 @@ from nlpkit.errors import NlpkitError
 from nlpkit.layers.attention.efficient.masks import as_attn_mask, as_length_mask
 
 
-class InnerAttention(keras.layers.Layer):
+_MASK_ARGUMENTS = ("attn_mask", "query_lengths", "key_lengths")
+
+
+class PositionalMasksMixin:
+    """Accepts the masks positionally, `layer(q, k, v, attn_mask, query_lengths, key_lengths)`,
+    as fast-transformers code calls it: Keras takes only tensors positionally, so they are
+    passed on by keyword."""
+
+    def __call__(self, queries, keys, values, *masks, **kwargs):
+        if len(masks) > len(_MASK_ARGUMENTS):
+            raise NlpkitError(
+                f"{type(self).__name__} takes at most {3 + len(_MASK_ARGUMENTS)} positional arguments, got {3 + len(masks)}",
+                hint="call it as layer(queries, keys, values, attn_mask, query_lengths, key_lengths)",
+            )
+        for name, mask in zip(_MASK_ARGUMENTS, masks):
+            if name in kwargs:
+                raise NlpkitError(f"{type(self).__name__} got {name} both positionally and by keyword", hint="pass it once")
+            kwargs[name] = mask
+        return super().__call__(queries, keys, values, **kwargs)
+
+
+class InnerAttention(PositionalMasksMixin, keras.layers.Layer):
     """Base class: normalises masks, zeroes padded queries, casts back to the input dtype.
 
     Subclasses implement `attend(queries, keys, values, attn_mask, query_lengths, key_lengths,

@@ -8,7 +8,7 @@ from nlpkit.layers.attention.efficient.full import FullAttention
 from nlpkit.layers.attention.efficient.names import make_inner_attention, register_inner_attention
 
 
-@register_inner_attention("conditional-full")
+@register_inner_attention("conditional-full", inner="other_attention", inner_kind="inner_attention")
 @keras.saving.register_keras_serializable(package="nlpkit")
 class ConditionalFullAttention(InnerAttention):
     """FullAttention while S <= length_limit, `other_attention` above it.

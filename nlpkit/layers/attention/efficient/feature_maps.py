@@ -92,11 +92,26 @@ def favor_features(queries, keys, projection):
     return _positive_feature_pair(exponent(queries), exponent(keys), offset)
 
 
+def exp_features_without_projection(queries, keys):
+    """FAVOR+'s exponential map on the H coordinates themselves, without random projection.
+
+    phi(x)_h = exp(x_h - |x|²/2), what Model Garden's 'exp' computes with num_random_features=0
+    (a deterministic kernel, not an estimate of exp(q·k)). The key exponent is at most 1/2
+    (x_h - x_h²/2 <= 1/2). Returns (phi(queries), phi(keys)).
+    """
+
+    def exponent(x):
+        return x - 0.5 * ops.sum(ops.square(x), axis=-1, keepdims=True)
+
+    return _positive_feature_pair(exponent(queries), exponent(keys), 0.5)
+
+
 def expplus_features(queries, keys, projection):
     """FAVOR++ (generalised exponential features): phi(x) = D exp(A|w|² + B w·x - |x|²/2) / sqrt(m).
 
     Unbiased for any A < 1/8 (B = sqrt(1 - 4A), D = (1 - 4A)^(H/4)); A is set per batch and
-    head from the mean of |q + k|² / H (rho) with the variance-minimising
+    head from the mean over the whole sequence of |q + k|² / H (rho) - every token shapes every
+    feature, so this map cannot be causal - with the variance-minimising
     A = (1 - 2 rho - sqrt((2 rho + 1)² + 8 rho)) / 16. The key exponent is at most
     (A + B²/2)|w|² + log D. Returns (phi(queries), phi(keys)).
     """

@@ -3,6 +3,7 @@
 import keras
 
 from nlpkit.errors import NlpkitError
+from nlpkit.layers.attention.efficient.base import PositionalMasksMixin
 from nlpkit.layers.attention.efficient.names import make_inner_attention
 
 
@@ -18,7 +19,7 @@ def resolve_inner_attention(attention, dtype, **kwargs):
 
 
 @keras.saving.register_keras_serializable(package="nlpkit")
-class AttentionLayer(keras.layers.Layer):
+class AttentionLayer(PositionalMasksMixin, keras.layers.Layer):
     """Projects queries, keys and values to heads, runs an inner attention, projects back.
 
     Args:
@@ -31,6 +32,7 @@ class AttentionLayer(keras.layers.Layer):
     Call: `layer(queries [B,T,D], keys [B,S,D], values [B,S,D'], attn_mask=None,
     query_lengths=None, key_lengths=None)` -> `[B,T,D]`. `attn_mask` is a mask object or a
     `[T,S]`/`[B,T,S]` array (1 = may attend); the lengths are LengthMasks or `[B]` int arrays.
+    The masks may be passed positionally, as fast-transformers code does.
     """
 
     def __init__(self, attention, d_model, n_heads, d_keys=None, d_values=None, **kwargs):

@@ -134,6 +134,12 @@ class CausalLinearAttention(LinearAttention):
       chunk_size: tokens per chunk; memory grows as T·chunk_size, time is linear in T.
 
     Call: as LinearAttention; output `[B,T,N,M]`.
+
+    Recurrent decoding (fast-transformers' `RecurrentLinearAttention`): `layer.recurrent(query
+    [B,N,H], key [B,N,H], value [B,N,M], state=None)` -> `(output [B,N,M], state)` attends from
+    the newest token to it and every token before it; `state` is `[sum phi(k) v^T [B,N,F,M],
+    sum phi(k) [B,N,F]]` (None before the first token). Feeding tokens one by one gives the
+    batch call's outputs, in O(1) memory per token.
     """
 
     is_causal = True
@@ -147,6 +153,19 @@ class CausalLinearAttention(LinearAttention):
         return causal_linear_attention(
             self.features(queries), self._key_features(keys, key_lengths), values, self.eps, self.chunk_size
         )
+
+    def recurrent(self, query, key, value, state=None):
+        """One decoding step; see the class docstring. Arguments as fast-transformers names them."""
+        dtype = query.dtype
+        query, key, value = (ops.cast(x, "float32") for x in (query, key, value))
+        q_features, k_features = self.features(query), self.features(key)
+        kv = ops.einsum("bnf,bnm->bnfm", k_features, value)
+        if state is not None:
+            # The state includes the new token before it is read: a token sees itself (s <= t).
+            kv, k_features = state[0] + kv, state[1] + k_features
+        numerator = ops.einsum("bnf,bnfm->bnm", q_features, kv)
+        normaliser = ops.einsum("bnf,bnf->bn", q_features, k_features)
+        return ops.cast(safe_divide(numerator, normaliser + self.eps), dtype), [kv, k_features]
 
     def get_config(self):
         return {**super().get_config(), "chunk_size": self.chunk_size}

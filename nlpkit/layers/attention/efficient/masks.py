@@ -5,7 +5,8 @@ An inner attention receives three masks: `attn_mask` (which keys each query may 
 whether they are certainly all ones (`all_ones`) and whether they are lower-triangular
 (`lower_triangular`), so an attention can take a fast path or refuse a mask it cannot honour.
 `attention_mask` gives the catalogue's `[B, T, S]` form (`[1, T, S]` when the mask is the same
-for every sample); 1/True = may attend.
+for every sample); 1/True = may attend. Every mask also offers fast-transformers' `BaseMask`
+forms: `float_matrix`, `additive_matrix`, `additive_matrix_finite` and `lengths`.
 """
 
 import keras
@@ -26,8 +27,48 @@ def concrete_value(x):
         return None
 
 
+# Added to a disallowed score by `additive_matrix_finite`: -inf's stand-in (fast-transformers' value).
+FINITE_MASK_VALUE = -1e24
+
+
+class BaseMask:
+    """The forms every mask derives from its `bool_matrix` (fast-transformers' `BaseMask`).
+
+    `float_matrix`: float32, 1.0 where kept, 0.0 elsewhere (a multiplicative mask).
+    `additive_matrix`: float32, 0.0 where kept, -inf elsewhere (added to softmax scores).
+    `additive_matrix_finite`: as `additive_matrix` with -1e24 for -inf (float32 only: it
+    overflows float16 to -inf).
+    `lengths`: the row lengths of a mask whose rows are ones followed by zeros (checked when the
+    values are known; a traced mask is trusted).
+    """
+
+    @property
+    def float_matrix(self):
+        return ops.cast(self.bool_matrix, "float32")
+
+    @property
+    def additive_matrix(self):
+        return ops.where(self.bool_matrix, 0.0, float("-inf"))
+
+    @property
+    def additive_matrix_finite(self):
+        return ops.where(self.bool_matrix, 0.0, FINITE_MASK_VALUE)
+
+    @property
+    def lengths(self):
+        matrix = self.bool_matrix
+        lengths = ops.sum(ops.cast(matrix, "int32"), axis=-1)
+        value, counts = concrete_value(matrix), concrete_value(lengths)
+        if value is not None and not np.array_equal(value, np.arange(value.shape[-1]) < counts[..., None]):
+            raise NlpkitError(
+                f"{type(self).__name__} is not a length mask (some row is not ones followed by zeros)",
+                hint="read bool_matrix instead of lengths for this mask",
+            )
+        return lengths
+
+
 @keras.saving.register_keras_serializable(package="nlpkit")
-class FullMask:
+class FullMask(BaseMask):
     """An arbitrary attention mask `[T, S]` or `[B, T, S]`, or all ones of shape `[N, M]`.
 
     Args:
@@ -70,10 +111,11 @@ class FullMask:
 
     @property
     def lower_triangular(self):
+        """True when the mask is exactly the causal mask (ones on and below the diagonal)."""
         value = None if self._mask is None else concrete_value(self._mask)
         if value is None:
             return self._mask is None and self.shape[0] == 1 == self.shape[1]
-        return not np.any(np.triu(value, k=1)) if value.shape[-1] == value.shape[-2] else False
+        return value.shape[-1] == value.shape[-2] and bool(np.all(value == np.tril(np.ones(self.shape, bool))))
 
     @property
     def bool_matrix(self):
@@ -117,13 +159,14 @@ class TriangularMask(FullMask):
         return causal_mask(self.shape[0])
 
 
-class LengthMask:
+class LengthMask(BaseMask):
     """Which positions of each sample are real: the first `lengths[b]` of `max_len`.
 
     Args:
       lengths: int array `[B]`; None = every sample has `max_len` positions.
       max_len: padded length (default: the largest length, known only for concrete lengths).
     A non-prefix padding mask `[B, L]` is accepted through `LengthMask.from_padding`.
+    `lower_triangular` is always False: it is not a query x key mask.
     """
 
     def __init__(self, lengths=None, max_len=None):
@@ -160,6 +203,10 @@ class LengthMask:
         return False
 
     @property
+    def shape(self):
+        return tuple(self.bool_matrix.shape)
+
+    @property
     def lengths(self):
         """`[B]` int32 number of real positions (None when every position is real)."""
         if self._matrix is not None:
@@ -191,6 +238,11 @@ def as_length_mask(lengths, max_len):
     if isinstance(lengths, LengthMask):
         return lengths
     return LengthMask(lengths, max_len=max_len)
+
+
+def is_key_padding(attention_mask):
+    """Whether a mask is `[B, 1, S]` (or `[B, S]`): key padding, the same for every query."""
+    return len(attention_mask.shape) == 2 or (len(attention_mask.shape) == 3 and attention_mask.shape[1] == 1)
 
 
 def factorize_padding(attention_mask):

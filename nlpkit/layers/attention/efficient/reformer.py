@@ -33,14 +33,19 @@ class ReformerAttention(SoftmaxAttentionMixin, InnerAttention):
     The keys are the queries themselves, scaled to unit length (shared-QK, as in Reformer), so
     the `keys` argument only has to match the queries' shape. Each of `rounds` hashings sorts
     the positions by bucket (then position), splits them into chunks of `chunk_size`, and
-    attends within each chunk; the rounds are combined weighted by each round's softmax
-    normaliser. Honours key_lengths/query_lengths; rejects any other attention mask.
+    attends within each chunk and, with `look_back`, the chunk before it (the first chunk has
+    none), as fast-transformers does; the rounds are combined weighted by each round's softmax
+    normaliser. Honours key_lengths/query_lengths and `attn_mask` (`[T, T]` or `[B, T, T]`,
+    applied to the pairs that share a chunk, as in fast-transformers; a `TriangularMask` is
+    applied from positions, without a T x T tensor). A query that sees no key gets 0.
 
     Args:
       chunk_size: positions per chunk (a shorter input is one chunk).
       bits: hash bits (2**bits buckets).
       rounds: independent hashing rounds.
       masked: a query does not attend to itself unless nothing else is allowed.
+      look_back: each chunk also attends to the previous chunk, as fast-transformers always does
+        (default False: within chunks only, as nlpkit did before, so saved models keep their outputs).
       softmax_temp: score scale (default 1/sqrt(H)).
       attention_dropout: dropout rate on the attention probabilities.
       seed: seed of the hash planes (fixed: identical outputs on every call).
@@ -52,9 +57,11 @@ class ReformerAttention(SoftmaxAttentionMixin, InnerAttention):
     supports_attention_masks = False
 
     def __init__(
-        self, chunk_size=32, bits=8, rounds=4, masked=True, softmax_temp=None, attention_dropout=0.0, seed=0, **kwargs
+        self, chunk_size=32, bits=8, rounds=4, masked=True, softmax_temp=None, attention_dropout=0.0, seed=0,
+        look_back=False, **kwargs
     ):
         super().__init__(**kwargs)
+        self.look_back = look_back
         self.chunk_size = chunk_size
         self.bits = bits
         self.rounds = rounds
@@ -63,7 +70,6 @@ class ReformerAttention(SoftmaxAttentionMixin, InnerAttention):
         self._init_softmax(softmax_temp, attention_dropout)
 
     def attend(self, queries, keys, values, attn_mask, query_lengths, key_lengths, training):
-        self.require_no_attention_mask(attn_mask)
         if tuple(keys.shape[1:]) != tuple(queries.shape[1:]):
             raise NlpkitError(
                 f"ReformerAttention shares queries and keys, so keys must have the queries' shape; "
@@ -84,20 +90,53 @@ class ReformerAttention(SoftmaxAttentionMixin, InnerAttention):
 
         order, inverse = self._bucket_order(q, valid[..., 0], padded)
         qs, ks, vs, valid_s = (gather_rows(x, order) for x in (q, k, v, valid))
-        shape = (-1, heads, self.rounds, padded // chunk, chunk)
-        qs, ks, vs = (ops.reshape(x, (*shape, x.shape[-1])) for x in (qs, ks, vs))
-        allowed = ops.reshape(valid_s, shape)[..., None, :] > 0
+        # Batch, heads, rounds and chunks fold into one axis: the scores stay rank 3, since
+        # TensorFlow's oneDNN CPU kernels (softmax among them) refuse tensors of rank > 5.
+        qs = ops.reshape(qs, (-1, chunk, qs.shape[-1]))
+        ks, vs, valid_k = (self._chunk_keys(x, chunk) for x in (ks, vs, valid_s))
+        query_position = ops.reshape(order, (-1, chunk, 1))
+        key_position = ops.reshape(self._chunk_keys(order[..., None], chunk), (-1, 1, ks.shape[1]))
+        allowed = ops.reshape(valid_k, (-1, 1, ks.shape[1])) > 0
+        allowed = ops.logical_and(allowed, self._attn_mask_pairs(attn_mask, order, query_position, key_position, length))
 
-        scores = ops.einsum("bnrcie,bnrcje->bnrcij", qs, ks) * self.temperature(dim)
+        scores = ops.einsum("xie,xje->xij", qs, ks) * self.temperature(dim)
         if self.masked:
-            scores = scores - _SELF_PENALTY * ops.eye(chunk, dtype="float32")
+            scores = scores - _SELF_PENALTY * ops.cast(query_position == key_position, "float32")
         probs = self.probabilities(scores, allowed, training)
-        outputs = ops.einsum("bnrcij,bnrcjm->bnrcim", probs, vs)
+        outputs = ops.einsum("xij,xjm->xim", probs, vs)
         outputs = _unsort(ops.reshape(outputs, (-1, heads, self.rounds * padded, outputs.shape[-1])), inverse)
         normaliser = _unsort(ops.reshape(self._log_normaliser(scores, allowed), (-1, heads, self.rounds * padded, 1)), inverse)
         round_weights = ops.softmax(normaliser, axis=2)  # [B, N, R, P, 1]
         output = ops.sum(round_weights * outputs, axis=2)[:, :, :length]
         return ops.transpose(output, (0, 2, 1, 3))
+
+    def _chunk_keys(self, x, chunk):
+        """Sorted `[B,N,R,P,E]` -> the keys of each chunk `[X, K, E]`: its own `chunk` positions,
+        after those of the previous chunk (zeros, never allowed, before the first) when `look_back`."""
+        x = ops.reshape(x, (-1, x.shape[3] // chunk, chunk, x.shape[-1]))
+        if self.look_back:
+            x = ops.concatenate([pad_axis(x, 1, 1, 0)[:, :-1], x], axis=2)
+        return ops.reshape(x, (-1, x.shape[2], x.shape[-1]))
+
+    @staticmethod
+    def _attn_mask_pairs(attn_mask, order, query_position, key_position, length):
+        """Whether attn_mask lets each query `[X, C, 1]` see each key of its chunk `[X, 1, K]`."""
+        if tuple(attn_mask.shape) != (length, length):
+            raise NlpkitError(
+                f"ReformerAttention takes an attn_mask of [T, T] = [{length}, {length}], got {tuple(attn_mask.shape)}",
+                hint="it is self-attention: the mask is queries x the same positions",
+            )
+        if attn_mask.all_ones:
+            return True
+        if attn_mask.lower_triangular:
+            return key_position <= query_position
+        padded = order.shape[-1]
+        matrix = pad_axis(pad_axis(attn_mask.attention_mask, 1, 0, padded - length, False), 2, 0, padded - length, False)
+        matrix = ops.broadcast_to(matrix, (ops.shape(order)[0], padded, padded))
+        # Row of (sample, query) in the flattened [B * P, P] mask, for every sorted slot.
+        sample = ops.arange(ops.shape(order)[0], dtype="int32")[:, None, None, None]
+        rows = ops.reshape(order + sample * padded, (-1, query_position.shape[1], 1))
+        return ops.take(ops.reshape(matrix, (-1,)), rows * padded + key_position)
 
     def _bucket_order(self, q, valid, padded):
         """Per round, the positions sorted by (bucket, position) and its inverse, `[B,N,R,P]`.
@@ -125,5 +164,6 @@ class ReformerAttention(SoftmaxAttentionMixin, InnerAttention):
             "rounds": self.rounds,
             "masked": self.masked,
             "seed": self.seed,
+            "look_back": self.look_back,
             **self._softmax_config(),
         }

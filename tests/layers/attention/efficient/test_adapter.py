@@ -57,6 +57,10 @@ def test_adapter_contract(name, tmp_path):
         kwargs=dict(attention_mask=mask),
         tmp_path=tmp_path,
         expected_shapes=[x.shape],
+        expected_trainable=8,
+        expected_non_trainable=0,
+        # Reformer shares queries and keys: the key projection gets no gradient
+        expected_without_gradient=2 if name == "reformer" else 0,
     )
 
 

@@ -87,7 +87,11 @@ def test_improved_causal_small_topk_never_reads_later_values():
 )
 def test_contract(cls, init, static, tmp_path):
     q, k, v = heads(rng, t=9, s=9)
-    out = check_layer(cls, init, args=[q, k, v], kwargs=dict(key_lengths=KEYS), static_kwargs=static, tmp_path=tmp_path)
+    out = check_layer(
+        cls, init, args=[q, k, v], kwargs=dict(key_lengths=KEYS), static_kwargs=static, tmp_path=tmp_path,
+        expected_trainable=0,
+        expected_non_trainable=0,
+    )
     assert np.all(np.isfinite(np.asarray(out)))
 
 

@@ -10,7 +10,9 @@ rng = np.random.default_rng(3)
 def test_full_below_limit_other_above(tmp_path):
     q, k, v = heads(rng, s=6)
     short = check_layer(
-        ConditionalFullAttention, dict(other_attention="linear", length_limit=6), args=[q, k, v], tmp_path=tmp_path
+        ConditionalFullAttention, dict(other_attention="linear", length_limit=6), args=[q, k, v], tmp_path=tmp_path,
+        expected_trainable=0,
+        expected_non_trainable=0,
     )
     np.testing.assert_allclose(np.asarray(short), full_attention(q, k, v), atol=1e-5)
     long = ConditionalFullAttention(LinearAttention(), length_limit=5)(q, k, v)

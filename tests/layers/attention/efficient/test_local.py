@@ -24,7 +24,9 @@ def test_local_honours_dense_triangular_and_length_masks(tmp_path):
     mask[1, 3] = False  # fully masked row
     band = band_mask(10, 10, 4)[None]
     out = check_layer(
-        LocalAttention, dict(local_context=4), args=[q, k, v], kwargs=dict(attn_mask=mask.astype("float32")), tmp_path=tmp_path
+        LocalAttention, dict(local_context=4), args=[q, k, v], kwargs=dict(attn_mask=mask.astype("float32")), tmp_path=tmp_path,
+        expected_trainable=0,
+        expected_non_trainable=0,
     )
     np.testing.assert_allclose(np.asarray(out), full_attention(q, k, v, band & mask), atol=1e-5)
     assert np.all(np.asarray(out)[1, 3] == 0.0)

@@ -49,3 +49,46 @@ def test_factorize_padding_accepts_padding_and_refuses_other_masks():
     np.testing.assert_array_equal(np.asarray(got_k), keys)
     with pytest.raises(NlpkitError, match="only padding masks"):
         factorize_padding(np.tril(np.ones((1, 4, 4), bool)))
+
+
+def numpy_mask_forms(matrix):
+    """fast-transformers' BaseMask forms, computed in NumPy from a boolean matrix."""
+    as_float = matrix.astype(np.float32)
+    with np.errstate(divide="ignore"):
+        additive = np.log(as_float)
+    return {"float_matrix": as_float, "additive_matrix": additive, "additive_matrix_finite": (~matrix) * np.float32(-1e24)}
+
+
+prefix_rows = np.arange(5)[None] < np.array([[3], [0], [5], [1]])
+mask_cases = {
+    "full-dense": (FullMask(prefix_rows), prefix_rows),
+    "full-ones": (FullMask(N=3, M=4), np.ones((3, 4), bool)),
+    "triangular": (TriangularMask(4), np.tril(np.ones((4, 4), bool))),
+    "length": (LengthMask(np.array([2, 5, 0]), max_len=5), np.arange(5)[None] < np.array([[2], [5], [0]])),
+}
+
+
+@pytest.mark.parametrize("name", sorted(mask_cases))
+def test_base_mask_forms_match_numpy(name):
+    mask, matrix = mask_cases[name]
+    for form, want in numpy_mask_forms(matrix).items():
+        got = np.asarray(getattr(mask, form))
+        assert got.dtype == np.float32, form
+        np.testing.assert_array_equal(got, want, err_msg=form)
+    np.testing.assert_array_equal(np.asarray(mask.lengths), matrix.sum(-1))
+    assert mask.all_ones == bool(matrix.all())
+    square = matrix.shape[-1] == matrix.shape[-2] and name != "length"
+    assert mask.lower_triangular == (square and bool(np.all(matrix == np.tril(np.ones(matrix.shape, bool)))))
+
+
+def test_lower_triangular_means_exactly_causal():
+    # A mask with zeros above the diagonal but also below it is not the causal mask: causal
+    # attentions must not accept it as one.
+    assert not FullMask(np.eye(4, dtype=bool)).lower_triangular
+    assert FullMask(np.broadcast_to(np.tril(np.ones((4, 4), bool)), (2, 4, 4))).lower_triangular
+    assert not FullMask(np.tril(np.ones((4, 5), bool))).lower_triangular
+
+
+def test_lengths_of_a_non_length_mask_raise():
+    with pytest.raises(NlpkitError, match="not a length mask"):
+        FullMask(np.array([[1, 0, 1]], bool)).lengths
