@@ -27,7 +27,7 @@ from rich.table import Table  # noqa: E402
 
 def _export(preset, seq_len, folder):
     from nlpkit.data.bundled import bert_vocab_path
-    from nlpkit.encoders.model_dir import save_model_dir
+    from nlpkit.models.model_dir import save_model_dir
     from nlpkit.encoders.presets import build_encoder, encoder_config, load_preset
     from nlpkit.export.saved_model import export_saved_model
     from nlpkit.models.classifier import TextClassifier

@@ -76,7 +76,7 @@ def _stand_in_head_class(keras):
 
 def build_model(keras, sizes, args):
     from nlpkit.encoders.bert import BertEncoder
-    from nlpkit.training.masked_lm import MaskedLMPretrainer, masked_lm_head, masked_lm_loss
+    from nlpkit.models.pretrainer import MaskedLMPretrainer, masked_lm_head, masked_lm_loss
     from nlpkit.training.optimization import create_optimizer
 
     encoder = BertEncoder(

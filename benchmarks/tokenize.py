@@ -80,7 +80,7 @@ def pipeline(corpus, output, seq_length, fmt, batch_size):
     """
     from nlpkit.data.pipeline import tokenize_to_disk
     from nlpkit.data.sources import check_source, open_source
-    from nlpkit.text.vocab import load_tokenizer
+    from nlpkit.text.tokenizers import load_tokenizer
 
     tokenizer = load_tokenizer(bundled.bert_vocab_path())
     started, cpu_started = time.perf_counter(), time.process_time()

@@ -18,7 +18,7 @@ def build(
     force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
 ):
     """Build an encoder, print its summary (layers, parameters, FLOPs per token), write a model directory."""
-    from nlpkit.encoders.model_dir import save_model_dir
+    from nlpkit.models.model_dir import save_model_dir
     from nlpkit.encoders.presets import SIZE_BOUNDS, build_encoder, load_config, load_preset
     from nlpkit.encoders.summary import summarize
     from nlpkit.errors import NlpkitError

@@ -19,7 +19,7 @@ def convert(
     force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
 ):
     """Import pretrained weights with strict accounting (every tensor used, every variable set), or export to HF."""
-    from nlpkit.encoders import convert as conversion
+    from nlpkit.models import convert as conversion
     from nlpkit.errors import NlpkitError
 
     if to == "hf":

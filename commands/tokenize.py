@@ -37,7 +37,8 @@ def tokenize(
     from nlpkit.errors import NlpkitError
     from nlpkit.io import check_at_least, check_not_input
     from nlpkit.text.packing import TRUNCATORS, check_seq_length
-    from nlpkit.text.vocab import is_sentencepiece, load_tokenizer
+    from nlpkit.text.tokenizers import load_tokenizer
+    from nlpkit.text.vocab import is_sentencepiece
 
     if format not in FORMATS:
         raise NlpkitError(f"unknown --format {format!r}", hint=f"choose one of {', '.join(FORMATS)}")

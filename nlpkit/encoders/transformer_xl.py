@@ -36,7 +36,7 @@ class TransformerXLEncoder(EncoderBase):
     `sequence_output` `[B, T, D]`, `pooled_output` `[B, D]` (tanh dense on the first token),
     `encoder_outputs` (list of L `[B, T, D]`), and when mem_len > 0 `new_memories`
     `[B, L, mem_len, D]` (and `new_memory_mask` `[B, mem_len]` when memory_mask is given).
-    `nlpkit.training.memory.RecurrentMemoryPretrainer` carries them from one training step to the next.
+    `nlpkit.models.recurrent_memory.RecurrentMemoryPretrainer` carries them from one training step to the next.
     """
 
     _constructor_arguments = (

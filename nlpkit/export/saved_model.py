@@ -122,7 +122,7 @@ def _add_id_endpoint(archive, endpoints, seq_length):
 
 def export_saved_model(model_dir, output, *, preprocessing=True, force=False, seq_length=None):
     """Write the SavedModel for `model_dir` to `output` (atomically); returns its metadata dict."""
-    from nlpkit.encoders.model_dir import load_model, read_config, tokenizer_assets
+    from nlpkit.models.model_dir import load_model, read_config, tokenizer_assets
     from nlpkit.io import atomic_dir, check_not_input, check_replaceable
     from nlpkit.text.packing import check_seq_length
 

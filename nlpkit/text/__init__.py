@@ -2,5 +2,6 @@
 
 Modules: wordpiece (WordPieceTokenizer, BertTokenizer layer), sentencepiece (SentencePieceTokenizer,
 SentencepieceTokenizer layer), packing (pack_inputs, BertPackInputs layer), vocab (loading, checks),
-vocab_training, masking (MLM). Import from those modules; this package imports nothing so it stays cheap.
+tokenizers (load_tokenizer: the tokenizer for a vocab file), vocab_training, masking (MLM).
+Import from those modules; this package imports nothing so it stays cheap.
 """

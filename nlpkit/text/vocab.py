@@ -1,13 +1,17 @@
 """Loading and checking vocabularies: a WordPiece vocab.txt or a SentencePiece .model file.
 
-`load_tokenizer(path)` picks the tokenizer from the file: `.model` (also `.model.v1`) -> SentencePiece, anything else ->
-WordPiece vocab (one token per line). Every problem becomes one NlpkitError line naming the file.
+A `.model` file (also `.model.v1`) is SentencePiece, anything else a WordPiece vocab (one token per
+line). Every problem becomes one NlpkitError line naming the file. The tokenizers import this
+module, never the other way round; `nlpkit.text.tokenizers.load_tokenizer` picks one for a file.
 """
 
 import hashlib
 from pathlib import Path
 
 from nlpkit.errors import NlpkitError
+
+# What a WordPiece vocab must hold to pack BERT inputs.
+REQUIRED_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
 
 
 def _read_lines(path):
@@ -86,8 +90,6 @@ def check_vocab_fits(path, vocab_size, *, owner="the model's"):
     if is_sentencepiece(path):
         size = load_sentencepiece_processor(path)[0].get_piece_size()
     else:
-        from nlpkit.text.wordpiece import REQUIRED_SPECIAL_TOKENS
-
         size = len(load_wordpiece_vocab(path, required=REQUIRED_SPECIAL_TOKENS))
     if vocab_size is not None and size > vocab_size:
         raise NlpkitError(
@@ -107,14 +109,3 @@ def file_checksum(path):
 def is_sentencepiece(path):
     """A SentencePiece model file: NAME.model or NAME.model.SOMETHING (e.g. tokenizer.model.v1)."""
     return ".model" in Path(path).suffixes
-
-
-def load_tokenizer(path, *, lower_case=True, **options):
-    """The tokenizer for a vocab file: SentencePiece for a .model, WordPiece for a vocab.txt."""
-    if is_sentencepiece(path):
-        from nlpkit.text.sentencepiece import SentencePieceTokenizer
-
-        return SentencePieceTokenizer(path, **options)
-    from nlpkit.text.wordpiece import WordPieceTokenizer
-
-    return WordPieceTokenizer(path, lower_case=lower_case, **options)

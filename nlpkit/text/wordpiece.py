@@ -11,7 +11,7 @@ lower-case, NFD, strip combining marks, [UNK] for words over 100 characters) and
 
 from nlpkit._tf import import_tensorflow
 from nlpkit.errors import NlpkitError
-from nlpkit.text.vocab import load_wordpiece_vocab
+from nlpkit.text.vocab import REQUIRED_SPECIAL_TOKENS, load_wordpiece_vocab
 
 tf = import_tensorflow()
 import keras  # noqa: E402 - imported after TensorFlow so its import noise stays filtered
@@ -35,7 +35,6 @@ _UNK_PLACEHOLDER = "\ue000"
 # A UTF-8 character takes at most 4 bytes.
 _MAX_BYTES_PER_CHAR = 4
 
-REQUIRED_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
 DEFAULT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 

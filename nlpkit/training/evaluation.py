@@ -4,8 +4,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nlpkit.data import labelled as data
 from nlpkit.errors import NlpkitError
-from nlpkit.training import classification_data as data
 from nlpkit.training import metrics
 
 
@@ -13,7 +13,7 @@ class Classifier:
     """A classifier model directory, loaded: `predict(texts, pairs=None)` -> dict of NumPy arrays."""
 
     def __init__(self, model_dir, seq_length=None):
-        from nlpkit.encoders.model_dir import load_model, read_config, tokenizer_assets
+        from nlpkit.models.model_dir import load_model, read_config, tokenizer_assets
 
         document = read_config(model_dir)
         self.head = document.get("head") or {}

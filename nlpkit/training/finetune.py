@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from nlpkit.training import runtime  # imports TensorFlow before Keras
+from nlpkit.data import labelled as data
 from nlpkit.errors import NlpkitError
 from nlpkit.io import atomic_file, check_at_least, disk_errors
 from nlpkit.training import checkpoints
-from nlpkit.training import classification_data as data
 
 import keras  # noqa: E402  (after the runtime's TensorFlow import)
 
@@ -117,7 +117,7 @@ def _check_options(config):
 
 
 def _is_model_dir(path):
-    from nlpkit.encoders.model_dir import CONFIG_FILE
+    from nlpkit.models.model_dir import CONFIG_FILE
 
     return (Path(path) / CONFIG_FILE).is_file()
 

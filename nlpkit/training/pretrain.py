@@ -270,7 +270,7 @@ def build_dataset(config, tokenizer, vocab, micro_batch, skip_batches, streams=F
 
 def _features_targets_weights(features, label=None):
     """Keras' (x, y, sample_weight) from a masked batch (`label`: the sentence label feature, if any)."""
-    from nlpkit.training.masked_lm import MLM_OUTPUT, SENTENCE_OUTPUT
+    from nlpkit.models.pretrainer import MLM_OUTPUT, SENTENCE_OUTPUT
 
     features = dict(features)
     targets, weights = features.pop("masked_lm_ids"), features.pop("masked_lm_weights")
@@ -319,10 +319,10 @@ def _step_describer(config):
 def _build_model(config, strategy, micro_batch):
     """(model compiled with its optimizer, encoder, encoder config, vocab, vocab path, lower_case, memory)."""
     from nlpkit.text.vocab import load_wordpiece_vocab
-    from nlpkit.training.masked_lm import (
+    from nlpkit.models.pretrainer import (
         MLM_OUTPUT, SENTENCE_OUTPUT, MaskedLMPretrainer, masked_lm_loss, pretraining_losses,
     )
-    from nlpkit.training.memory import RecurrentMemoryPretrainer, carries_memory
+    from nlpkit.models.recurrent_memory import RecurrentMemoryPretrainer, carries_memory
     from nlpkit.training.segments import check_memory_run
 
     with runtime.precision_policy(config.precision):

@@ -221,7 +221,7 @@ def open_run_dir(config, *, command, overwrite=False, chief=True, **rules):
 
 def publish_model_dir(model, encoder_cfg, vocab_path, lower_case, run, head=None):
     """Make RUN a model directory: write one beside it, then move its files in (config.json last)."""
-    from nlpkit.encoders.model_dir import CONFIG_FILE, save_model_dir
+    from nlpkit.models.model_dir import CONFIG_FILE, save_model_dir
 
     staging = run / ".model-dir"
     save_model_dir(model, encoder_cfg, vocab_path, staging, head=head, lower_case=lower_case, overwrite=True)
@@ -340,7 +340,7 @@ def start_encoder(model=None, preset=None, vocab=None, lower_case=True):
         check_vocab_fits(vocab, preset_config.get("vocab_size"))
         encoder = build_encoder(preset_config)
         return encoder, encoder_config(encoder), str(vocab), lower_case
-    from nlpkit.encoders.model_dir import load_model, tokenizer_assets
+    from nlpkit.models.model_dir import load_model, tokenizer_assets
 
     loaded = load_model(model)
     encoder = getattr(loaded, "encoder", loaded)

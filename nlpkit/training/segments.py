@@ -14,7 +14,7 @@ import numpy as np
 from nlpkit._tf import import_tensorflow
 from nlpkit.data.records import FEATURES
 from nlpkit.errors import NlpkitError
-from nlpkit.training.memory import DOCUMENT_START
+from nlpkit.models.recurrent_memory import DOCUMENT_START
 
 tf = import_tensorflow()
 

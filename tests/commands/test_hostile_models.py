@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from nlpkit.encoders.model_dir import save_model_dir
+from nlpkit.models.model_dir import save_model_dir
 from nlpkit.encoders.presets import build_encoder
 from tests.cli import run_cli
 from tests.encoders import bert_reference as ref
 from tests.encoders import torch_zip
-from tests.encoders.test_convert import _write_tf_checkpoint
+from tests.models.test_convert import _write_tf_checkpoint
 
 TENSORS = ref.random_bert_tensors(np.random.default_rng(2))
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"t{i}" for i in range(35)]

@@ -5,7 +5,7 @@ import json
 from nlpkit.data import bundled
 from nlpkit.data.pipeline import _read_by_tf_data, _text_lines_dataset, tokenize_to_disk
 from nlpkit.data.sources import check_source, iter_rows, open_source
-from nlpkit.text.vocab import load_tokenizer
+from nlpkit.text.tokenizers import load_tokenizer
 
 TRICKY = {
     # BOM, \r\n endings, trailing spaces, lines that str.strip() empties (Unicode spaces, NEL,

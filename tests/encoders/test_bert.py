@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from nlpkit.encoders.bert import BertEncoder
-from nlpkit.encoders.convert import bert_links
+from nlpkit.models.convert import bert_links
 from nlpkit.errors import NlpkitError
 from nlpkit.layers.attention.registry import available_attentions
 from tests.encoders import bert_reference as ref

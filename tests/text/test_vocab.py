@@ -7,7 +7,8 @@ from nlpkit.data import bundled
 from nlpkit.errors import NlpkitError
 from nlpkit.text import vocab_training
 from nlpkit.text.sentencepiece import SentencePieceTokenizer
-from nlpkit.text.vocab import file_checksum, load_tokenizer, load_wordpiece_vocab
+from nlpkit.text.tokenizers import load_tokenizer
+from nlpkit.text.vocab import file_checksum, load_wordpiece_vocab
 from nlpkit.text.wordpiece import WordPieceTokenizer
 from tests.text import bert_reference
 

@@ -132,7 +132,7 @@ def test_unknown_validation_label_and_wrong_model_kind(task, trained, tmp_path, 
 
 
 def test_empty_rows_are_skipped_and_counted(task, tmp_path, capsys):
-    from nlpkit.training.classification_data import read_examples
+    from nlpkit.data.labelled import read_examples
 
     path = _write_csv(tmp_path / "rows.csv", [("good", "a"), ("  ", "b"), ("bad", "b"), ("", "a")])
     examples = read_examples(path)

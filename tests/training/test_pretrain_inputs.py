@@ -11,10 +11,10 @@ import tensorflow as tf
 
 from nlpkit.data.bundled import bert_vocab_path
 from nlpkit.errors import NlpkitError
+from nlpkit.models.pretrainer import MaskedLMPretrainer, pretraining_losses
 from nlpkit.text.vocab import load_wordpiece_vocab
 from nlpkit.text.wordpiece import WordPieceTokenizer
 from nlpkit.training import pretrain
-from nlpkit.training.masked_lm import MaskedLMPretrainer, pretraining_losses
 from nlpkit.training.pretrain import _examples, build_dataset, run_pretraining, text_documents
 from tests.cli import run_cli
 from tests.training.test_pretrain import MICRO_BERT, _config, corpus  # noqa: F401 - `corpus` is a fixture

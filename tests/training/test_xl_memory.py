@@ -10,8 +10,8 @@ import pytest
 
 from nlpkit.data.bundled import bert_vocab_path, news_texts
 from nlpkit.encoders.transformer_xl import TransformerXLEncoder
-from nlpkit.training.masked_lm import masked_lm_loss
-from nlpkit.training.memory import DOCUMENT_START, RecurrentMemoryPretrainer
+from nlpkit.models.pretrainer import masked_lm_loss
+from nlpkit.models.recurrent_memory import DOCUMENT_START, RecurrentMemoryPretrainer
 from nlpkit.training.pretrain import PretrainConfig, run_pretraining
 from nlpkit.training.segments import stream_batches
 from tests.cli import run_cli

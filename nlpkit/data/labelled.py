@@ -108,7 +108,7 @@ class TextPacker:
 
     def __init__(self, vocab_path, seq_length, *, lower_case=True, truncation="round_robin"):
         from nlpkit.text.packing import check_seq_length
-        from nlpkit.text.vocab import load_tokenizer
+        from nlpkit.text.tokenizers import load_tokenizer
 
         check_seq_length(seq_length)
         self.tokenizer = load_tokenizer(vocab_path, lower_case=lower_case)

@@ -8,7 +8,7 @@ import pytest
 
 import nlpkit
 from nlpkit.data import bundled
-from nlpkit.encoders.model_dir import load_model, save_model_dir, tokenizer_assets
+from nlpkit.models.model_dir import load_model, save_model_dir, tokenizer_assets
 from nlpkit.encoders.presets import available_presets, build_encoder, load_preset
 from nlpkit.errors import NlpkitError
 

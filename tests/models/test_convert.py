@@ -10,7 +10,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 import nlpkit
-from nlpkit.encoders import convert as conversion
+from nlpkit.models import convert as conversion
 from nlpkit.errors import NlpkitError
 from tests.encoders import bert_reference as ref
 from tests.encoders import torch_zip
@@ -119,7 +119,7 @@ def test_safetensors_conversion_matches_numpy_reference(tmp_path):
 
 
 def test_pytorch_bin_read_without_torch_gives_the_same_weights(tmp_path):
-    from nlpkit.encoders.checkpoints import read_pytorch_bin
+    from nlpkit.models.checkpoint_import import read_pytorch_bin
 
     folder = _hf_folder(tmp_path / "hf", weights="bin")
     read = read_pytorch_bin(folder / "pytorch_model.bin")
@@ -131,7 +131,7 @@ def test_pytorch_bin_read_without_torch_gives_the_same_weights(tmp_path):
 
 
 def test_pickle_naming_other_globals_is_refused(tmp_path):
-    from nlpkit.encoders.checkpoints import read_pytorch_bin
+    from nlpkit.models.checkpoint_import import read_pytorch_bin
 
     class Payload:
         def __reduce__(self):

@@ -12,7 +12,7 @@ import keras
 from keras import ops
 
 from nlpkit.encoders.base import INPUT_NAMES
-from nlpkit.training.masked_lm import MaskedLMPretrainer
+from nlpkit.models.pretrainer import MaskedLMPretrainer
 
 # Feature of a stream batch: int [B], 1 = this segment starts a document (its memory is forgotten).
 DOCUMENT_START = "document_start"

@@ -232,7 +232,7 @@ def _tf_name_to_hf(name):
 
 def read_tf_checkpoint(path):
     """Tensors of a TF name-based checkpoint (`path` is the prefix, e.g. `.../bert_model.ckpt`)."""
-    import tensorflow as tf  # local: the rest of nlpkit.encoders is backend-agnostic
+    import tensorflow as tf  # local: the rest of the readers need only NumPy
 
     try:
         reader = tf.train.load_checkpoint(str(path))

@@ -6,7 +6,7 @@ import pytest
 from safetensors.numpy import load_file
 
 import nlpkit
-from nlpkit.encoders.convert import convert
+from nlpkit.models.convert import convert
 from tests.encoders import bert_reference as ref
 
 SENTENCES = [

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 
 from nlpkit.encoders.bert import BertEncoder
-from nlpkit.training.masked_lm import MaskedLMPretrainer, masked_lm_loss
+from nlpkit.models.pretrainer import MaskedLMPretrainer, masked_lm_loss
 
 rng = np.random.default_rng(0)
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from nlpkit.errors import NlpkitError
 from nlpkit.io import atomic_dir
+from nlpkit.version import __version__
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
@@ -39,8 +40,6 @@ def save_model_dir(model, config, vocab_path, path, *, head=None, lower_case=Tru
       lower_case: whether the WordPiece tokenizer lower-cases (ignored for SentencePiece).
       overwrite: replace an existing directory.
     """
-    from nlpkit import __version__
-
     if "kind" not in config:
         raise NlpkitError("save_model_dir: the config has no 'kind'", hint="pass the encoder config from presets")
     tokenizer = _tokenizer_entry(vocab_path, config, lower_case)

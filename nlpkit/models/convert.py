@@ -2,7 +2,7 @@
 
 Sources: a Hugging Face BERT folder (`config.json`, `vocab.txt`, `model.safetensors` or
 `pytorch_model.bin`) or Google's original TensorFlow release (`bert_config.json`, `vocab.txt`,
-`bert_model.ckpt.*`). See `checkpoints` for the readers.
+`bert_model.ckpt.*`). See `checkpoint_import` for the readers.
 
 Strict weight accounting: every source tensor must be used and every variable of the encoder
 must be set, or the conversion fails - unless the caller allows it with glob patterns
@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from nlpkit.encoders import checkpoints
 from nlpkit.encoders.base import weights_to_be_loaded
-from nlpkit.encoders.model_dir import dummy_inputs, load_model, read_config, save_model_dir, tokenizer_assets
 from nlpkit.encoders.presets import build_encoder, encoder_config, read_config_file, validate_config
 from nlpkit.errors import NlpkitError
 from nlpkit.io import atomic_dir
+from nlpkit.models import checkpoint_import
+from nlpkit.models.model_dir import dummy_inputs, load_model, read_config, save_model_dir, tokenizer_assets
 
 # HF config key -> BertEncoder argument.
 _CONFIG_KEYS = {
@@ -301,11 +301,11 @@ def read_source(src):
         raise NlpkitError(f"{folder}: no vocab.txt", hint="the WordPiece vocabulary must sit beside the weights")
     hf_config = read_config_file(config_path)
     if weights.suffix == ".safetensors":
-        tensors = checkpoints.read_safetensors(weights)
+        tensors = checkpoint_import.read_safetensors(weights)
     elif weights.suffix == ".bin":
-        tensors = checkpoints.read_pytorch_bin(weights)
+        tensors = checkpoint_import.read_pytorch_bin(weights)
     else:
-        tensors = checkpoints.read_tf_checkpoint(weights)
+        tensors = checkpoint_import.read_tf_checkpoint(weights)
     return Source(
         config=bert_config_from_hf(hf_config, str(config_path)),
         tensors=_strip_model_prefix(tensors),
@@ -319,7 +319,7 @@ def _find_weights(folder):
     for name in ("model.safetensors", "pytorch_model.bin"):
         if (folder / name).is_file():
             return folder / name
-    prefix = checkpoints.find_tf_checkpoint(folder)
+    prefix = checkpoint_import.find_tf_checkpoint(folder)
     if prefix is None:
         raise NlpkitError(
             f"{folder}: no model.safetensors, pytorch_model.bin or TF checkpoint (*.ckpt.index)",
