@@ -18,9 +18,6 @@ def evaluate(
     force: bool = typer.Option(False, "--force", help="Replace an existing --json / --diagram file."),
 ):
     """Evaluate a classifier: metrics as a table (and JSON), a reliability diagram PNG."""
-    from nlpkit._tf import import_tensorflow
-
-    import_tensorflow()
     from nlpkit.io import check_not_input, check_output_file
     from nlpkit.training.evaluation import evaluate as run
 

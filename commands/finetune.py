@@ -46,9 +46,6 @@ def finetune(
                                    help="Replace an existing --output model directory, once the new one is saved."),
 ):
     """Fine-tune an encoder with a ClassificationHead or an SNGP uncertainty head."""
-    from nlpkit._tf import import_tensorflow
-
-    import_tensorflow()
     from nlpkit.training.finetune import FinetuneConfig, finetune as run
 
     config = FinetuneConfig(

@@ -74,9 +74,6 @@ def predict(
         check_not_input(output, {"--input": input_file, "--model": model, "--saved-model": saved_model})
         check_output_file(output, force)
     texts = _read_texts(texts, input_file)
-    from nlpkit._tf import import_tensorflow
-
-    import_tensorflow()
     started = time.perf_counter()
     if model is not None:
         from nlpkit.training.evaluation import Classifier
