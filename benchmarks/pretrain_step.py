@@ -1,5 +1,6 @@
 """Tokens per second of the masked-LM training step (encoder + tied MaskedLM head + AdamW) on random ids.
 
+The measurement itself is `nlpkit.bench.train_step` (also `nlpkit bench train-step`).
 Runs under TensorFlow or JAX (`--backend jax` or KERAS_BACKEND=jax; no TensorFlow import then),
 on CPU or GPU. Prints a rich table and, last, one JSON line with every measurement.
 
@@ -14,26 +15,20 @@ Targets (issue 7): bert_small >= 7,500 tokens/s and bert_base (batch 8) >= 500 t
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 # The repository root replaces this script's folder on the path, so that nlpkit imports and the
 # folder's own modules (benchmarks/tokenize.py) cannot shadow the standard library.
 sys.path[0] = str(Path(__file__).resolve().parents[1])
-
-CONFIGS = {
-    # name: encoder sizes and the default batch of the benchmark
-    "tiny": dict(hidden_size=64, num_layers=2, num_attention_heads=2, inner_dim=256, batch=8),
-    "bert_small": dict(hidden_size=256, num_layers=4, num_attention_heads=4, inner_dim=1024, batch=32),
-    "bert_base": dict(hidden_size=768, num_layers=12, num_attention_heads=12, inner_dim=3072, batch=8),
-}
+# The names of nlpkit.bench.train_step.CONFIGS, spelled out: importing it would import Keras
+# before --backend has chosen the backend.
+CONFIG_NAMES = ["tiny", "bert_small", "bert_base"]
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", choices=sorted(CONFIGS), nargs="+", default=["bert_small"])
+    parser.add_argument("--config", choices=CONFIG_NAMES, nargs="+", default=["bert_small"])
     parser.add_argument("--batch", type=int, help="override the config's batch size")
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--predictions", type=int, default=20, help="masked positions per sequence")
@@ -74,103 +69,21 @@ def _stand_in_head_class(keras):
     return StandInMaskedLM
 
 
-def build_model(keras, sizes, args):
-    from nlpkit.encoders.bert import BertEncoder
-    from nlpkit.models.pretrainer import MaskedLMPretrainer, masked_lm_head, masked_lm_loss
-    from nlpkit.training.optimization import create_optimizer
+def measure(name, args):
+    from nlpkit.bench.train_step import CONFIGS, config_encoder, measure
 
-    encoder = BertEncoder(
-        vocab_size=args.vocab,
-        max_sequence_length=max(512, args.seq),
-        **{k: v for k, v in sizes.items() if k != "batch"},
-    )
-    head_name = "MaskedLM"
-    try:
-        head = None if args.stand_in_head else masked_lm_head(encoder)
-    except ImportError:
-        head = None
-    if head is None:
-        head_name = "stand-in"
-        head = _stand_in_head_class(keras)(encoder.word_embeddings, "gelu", dtype=encoder.dtype_policy)
-    model = MaskedLMPretrainer(encoder, head)
-    batch = args.batch or sizes["batch"]
-    features = random_features(keras, batch, args)
-    model(features)  # build, so the optimizer sees every variable
-    optimizer = create_optimizer(
-        model.trainable_variables,
-        learning_rate=1e-4,
-        total_steps=10_000,
-        warmup_steps=100,
-        loss_scaling=args.precision == "mixed_float16",
-    )
     jit = {"auto": "auto", "on": True, "off": False}[args.jit]
-    model.compile(optimizer=optimizer, loss=masked_lm_loss(), jit_compile=jit)
-    return model, features, batch, head_name
+    head = _stand_in_head if args.stand_in_head else None
+    row = measure(config_encoder(name, args.vocab, args.seq), batch=args.batch or CONFIGS[name]["batch"],
+                  seq_length=args.seq, predictions=args.predictions, precision=args.precision, jit=jit,
+                  steps=args.steps, warmup=args.warmup, head=head)
+    return {"config": name, **row, "head": "stand-in" if head else "MaskedLM"}
 
 
-def random_features(keras, batch, args):
-    import numpy as np
+def _stand_in_head(encoder):
+    import keras
 
-    rng = np.random.default_rng(0)
-    positions = np.sort(np.argsort(rng.random((batch, args.seq - 1)), axis=1)[:, : args.predictions] + 1, axis=1)
-    ids = rng.integers(1000, args.vocab, (batch, args.seq))
-    features = {
-        "input_word_ids": ids,
-        "input_mask": np.ones((batch, args.seq)),
-        "input_type_ids": np.zeros((batch, args.seq)),
-        "masked_lm_positions": positions,
-        "masked_lm_ids": np.take_along_axis(ids, positions, axis=1),
-    }
-    tensors = {k: keras.ops.convert_to_tensor(v.astype("int32")) for k, v in features.items()}
-    tensors["masked_lm_weights"] = keras.ops.ones((batch, args.predictions), "float32")
-    return tensors
-
-
-def measure(keras, name, args):
-    keras.config.set_dtype_policy(args.precision)
-    keras.utils.set_random_seed(0)
-    model, features, batch, head_name = build_model(keras, CONFIGS[name], args)
-    targets, weights = features["masked_lm_ids"], features["masked_lm_weights"]
-
-    def step():
-        return model.train_on_batch(features, targets, sample_weight=weights, return_dict=True)["loss"]
-
-    start = time.perf_counter()
-    for _ in range(args.warmup):
-        step()
-    compile_s = time.perf_counter() - start
-    times = []
-    for _ in range(args.steps):
-        start = time.perf_counter()
-        loss = step()  # returns a Python float: the step has finished
-        times.append(time.perf_counter() - start)
-    step_s = statistics.median(times)
-    return {
-        "config": name,
-        "backend": keras.backend.backend(),
-        "device": _device(keras),
-        "precision": args.precision,
-        "jit": args.jit,
-        "head": head_name,
-        "batch": batch,
-        "seq": args.seq,
-        "predictions": args.predictions,
-        "parameters": model.count_params(),
-        "step_ms": round(step_s * 1000, 2),
-        "tokens_per_s": round(batch * args.seq / step_s, 1),
-        "warmup_s": round(compile_s, 1),
-        "loss": round(float(loss), 4),
-    }
-
-
-def _device(keras):
-    if keras.backend.backend() == "jax":
-        import jax
-
-        return jax.devices()[0].device_kind
-    import tensorflow as tf
-
-    return "GPU" if tf.config.list_physical_devices("GPU") else f"CPU x{os.cpu_count()}"
+    return _stand_in_head_class(keras)(encoder.word_embeddings, "gelu", dtype=encoder.dtype_policy)
 
 
 def main():
@@ -182,11 +95,10 @@ def main():
         from nlpkit._tf import import_tensorflow
 
         import_tensorflow()  # before Keras, so its import noise is filtered
-    import keras
     from rich.console import Console
     from rich.table import Table
 
-    results = [measure(keras, name, args) for name in args.config]
+    results = [measure(name, args) for name in args.config]
     table = Table(title="masked-LM training step")
     columns = ["config", "backend", "device", "precision", "jit", "head", "batch", "seq", "step_ms", "tokens_per_s"]
     for column in columns:

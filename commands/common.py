@@ -37,8 +37,10 @@ err_console = Console(stderr=True)
 
 
 def print_error(message):
-    """One red line on stderr."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """One red line on stderr; the message is plain text (a file name like `a[/b]` is not rich markup)."""
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
 
 
 def info(message):
@@ -89,8 +91,32 @@ def strategy_option():
 
 
 def precision_option():
-    return typer.Option("float32", "--precision", help="float32|mixed_bfloat16|mixed_float16.")
+    return typer.Option(
+        "auto", "--precision",
+        help="auto|float32|mixed_bfloat16|mixed_float16 (auto: bf16 where the CPU or accelerator has bf16 units; "
+             "`nlpkit doctor` shows the choice).",
+    )
 
 
 def jit_option():
-    return typer.Option(False, "--jit/--no-jit", help="Compile the training step with XLA.")
+    return typer.Option(None, "--jit/--no-jit", help="Compile the training step with XLA (default: what is faster here).")
+
+
+def resolve_auto_precision(options):
+    """`options` (a training command's keyword arguments, once parsed) with `--precision auto` and an
+    unset `--jit` replaced by this machine's choice, which is printed. Done after parsing, not in an
+    option callback, because it imports TensorFlow (usage errors must not wait for it)."""
+    if "precision" not in options or "jit" not in options:
+        return options
+    from nlpkit.training.runtime import resolve_precision_and_jit
+
+    precision, jit, reason = resolve_precision_and_jit(options["precision"], options["jit"], options.get("tpu"),
+                                                       options.get("strategy"))
+    if reason:
+        info(f"{precision_line(precision, jit)} (auto: {reason})")
+    return {**options, "precision": precision, "jit": jit}
+
+
+def precision_line(precision, jit):
+    """How a training run's closing summary names its precision and XLA setting."""
+    return f"precision {precision}, XLA {'on' if jit else 'off'}"

@@ -38,6 +38,7 @@ def collect():
         ("datasets", _version("datasets") or "missing", ""),
         ("sentencepiece", _version("sentencepiece") or "missing", ""),
         ("jax", _version("jax") or "not installed", "optional backend"),
+        _auto_precision_row(),
     ]
     if tf_version and text_version and _minor(tf_version) != _minor(text_version):
         rows.append(
@@ -50,8 +51,17 @@ def collect():
     return rows
 
 
+def _auto_precision_row():
+    """What `--precision auto` picks for pretrain / finetune on this machine, and why."""
+    from nlpkit.training.runtime import auto_choice
+
+    choice = auto_choice()
+    return ("--precision auto", choice.describe(), choice.reason)
+
+
 def doctor():
-    """Print Python, TensorFlow, tensorflow-text, Keras (and backend) and datasets versions."""
+    """Print Python, TensorFlow, tensorflow-text, Keras (and backend) and datasets versions, and what
+    `--precision auto` picks here."""
     rows = collect()
     table = Table(title="nlpkit doctor")
     for column in ("component", "version", "note"):

@@ -1,4 +1,4 @@
-"""`nlpkit finetune`: train a classification or SNGP head on labelled data."""
+"""`nlpkit finetune`: train a task head (classification / SNGP, multi-label, regression, token tags) on labelled data."""
 
 from pathlib import Path
 
@@ -17,7 +17,12 @@ def finetune(
     vocab: Path = typer.Option(None, "--vocab", help="Vocabulary for --preset (default: the bundled BERT vocab)."),
     validation: Path = typer.Option(None, "--validation", help="Labelled validation data."),
     validation_split: float = typer.Option(0.1, help="Fraction of --train held out when --validation is absent."),
-    head: str = typer.Option("classification", "--head", help="classification | sngp"),
+    task: str = typer.Option("classification", "--task",
+                             help="classification | multi-label | regression | token-classification"),
+    head: str = typer.Option(None, "--head", help="classification | sngp (classification); default: the task's head."),
+    label_separator: str = typer.Option(None, "--label-separator",
+                                        help="multi-label: split label cells on this (default: JSON lists or one label)."),
+    tag_scheme: str = typer.Option("iob2", "--tag-scheme", help="token-classification tags: iob2 | iob1 | none."),
     pooling: str = typer.Option(None, "--pooling",
                                 help="cls | mean: what the head reads (default: cls for classification, mean for sngp)."),
     epochs: int = typer.Option(3, "--epochs", min=1),
@@ -44,45 +49,52 @@ def finetune(
     seed: int = typer.Option(None, "--seed", help="Seed of the split, data order and initialisation (default: nlpkit --seed, else 0)."),
     overwrite: bool = typer.Option(False, "--overwrite", "--force",
                                    help="Replace an existing --output model directory, once the new one is saved."),
+    calibrate: bool = typer.Option(True, "--calibrate/--no-calibrate",
+                                   help="Fit a temperature (classification) or mean-field factor (sngp) on the "
+                                        "validation split, applied by evaluate, predict and export."),
 ):
-    """Fine-tune an encoder with a ClassificationHead or an SNGP uncertainty head."""
+    """Fine-tune an encoder for a task: classification (ClassificationHead or SNGP), multi-label, regression,
+    token classification."""
     from nlpkit.training.finetune import FinetuneConfig, finetune as run
 
     config = FinetuneConfig(
         train=str(train), output=str(output), model=model and str(model), preset=preset, vocab=vocab and str(vocab),
-        validation=validation and str(validation), validation_split=validation_split, head=head, pooling=pooling,
+        validation=validation and str(validation), validation_split=validation_split, task=task, head=head,
+        label_separator=label_separator, tag_scheme=tag_scheme, pooling=pooling,
         epochs=epochs, max_steps=max_steps, batch_size=batch_size, seq_length=seq_length, learning_rate=learning_rate,
         warmup_steps=warmup_steps, warmup_fraction=warmup_fraction, weight_decay=weight_decay,
         accumulation_steps=accumulation_steps, eval_every=eval_every, checkpoint_every=checkpoint_every,
         patience=patience, class_weights=class_weights, text_column=text_column, pair_column=pair_column,
         label_column=label_column, empty_rows=empty_rows, tpu=tpu, strategy=strategy, precision=precision, jit=jit,
-        seed=seed if seed is not None else (STATE["seed"] or 0), overwrite=overwrite,
+        seed=seed if seed is not None else (STATE["seed"] or 0), overwrite=overwrite, calibrate=calibrate,
     )
     bar = progress("examples/s")
-    task = bar.add_task(f"fine-tuning ({head})", total=None, rate="")
+    bar_task = bar.add_task(f"fine-tuning ({task}{f', {head}' if head else ''})", total=None, rate="")
 
     def start(total, done):  # the bar appears once the data is read and packed, not before an input error
-        bar.update(task, total=total, completed=done)
+        bar.update(bar_task, total=total, completed=done)
         bar.start()
 
     def step(number, record):
         accuracy = f"  val acc {record['val_accuracy']:.3f}" if "val_accuracy" in record else ""
-        bar.update(task, completed=number,
+        bar.update(bar_task, completed=number,
                    rate=f"loss {record['loss']:.4f}  {record['examples_per_s']:,.0f} examples/s{accuracy}")
 
     try:
         summary = run(config, on_start=start, on_step=step)
     finally:
         bar.stop()
-    _print_summary(summary)
+    _print_summary(summary, common.precision_line(precision, jit))
 
 
-def _print_summary(summary):
-    info(summary["strategy"])
+def _print_summary(summary, precision):
+    info(f"{summary['strategy']}; {precision}")
     if summary["start_step"]:
         info(f"resumed at step {summary['start_step']}")
     table = Table(title=f"nlpkit finetune → {summary['output']}")
     columns = ("step", "loss", "accuracy", "val_loss", "val_accuracy")
+    if summary["config"]["task"] != "classification":
+        columns = ("step", "loss", "val_loss")
     for column in columns:
         table.add_column(column, justify="right")
     for row in summary["history"]:
@@ -90,9 +102,28 @@ def _print_summary(summary):
     console.print(table)
     best = summary["best"]
     if best:
-        info(f"kept step {best['step']} (val accuracy {best['val_accuracy']:.4g})")
-    info(f"labels: {', '.join(summary['labels'])}; train {summary['train_examples']}, validation "
+        monitor = "val_accuracy" if "val_accuracy" in best else "val_loss"
+        info(f"kept step {best['step']} ({monitor.replace('_', ' ')} {best[monitor]:.4g})")
+    labels = ", ".join(map(str, summary["labels"] or ())) or "none (regression)"
+    info(f"labels: {labels}; train {summary['train_examples']}, validation "
          f"{summary['validation_examples']}, skipped empty rows {summary['skipped_empty']}")
+    _print_calibration(summary["calibration"])
+
+
+def _print_calibration(report):
+    if not report:
+        return
+    if "skipped" in report:
+        info(f"calibration skipped: {report['skipped']}")
+        return
+    if report["parameter"] == "thresholds":
+        thresholds = ", ".join(f"{name} {value:.3g}" for name, value in report["value"].items())
+        f1 = report["micro_f1"]
+        info(f"calibration: thresholds {thresholds} (validation micro-F1 {f1['raw']:.4f} → {f1['calibrated']:.4f})")
+        return
+    nll, ece = report["nll"], report["ece"]
+    info(f"calibration: {report['parameter']} = {report['value']:.4g} (validation NLL {nll['raw']:.4f} → "
+         f"{nll['calibrated']:.4f}, ECE {ece['raw']:.4f} → {ece['calibrated']:.4f})")
 
 
 def register(app):

@@ -58,7 +58,7 @@ def _after_parsing(command):
         import_tensorflow()
         if common.STATE["seed"] is not None:
             common.set_seed(common.STATE["seed"])
-        return command(*args, **kwargs)
+        return command(*args, **common.resolve_auto_precision(kwargs))
 
     return run_command
 

@@ -1,4 +1,6 @@
-"""`nlpkit predict`: texts in, JSON lines out (label, probabilities, and uncertainty for SNGP)."""
+"""`nlpkit predict`: texts in, JSON lines out: classification label, probabilities (and uncertainty for
+SNGP); multi-label labels and probabilities; regression value; token-classification tokens, tags and
+entity spans with character offsets."""
 
 import sys
 import time
@@ -57,7 +59,7 @@ def _read_texts(texts, input_file):
 
 
 def predict(
-    texts: List[str] = typer.Argument(None, help="Texts to classify."),
+    texts: List[str] = typer.Argument(None, help="Texts to predict on."),
     model: Path = typer.Option(None, "--model", help="A fine-tuned model directory."),
     saved_model: Path = typer.Option(None, "--saved-model", help="A SavedModel written by nlpkit export."),
     input_file: Path = typer.Option(None, "--input", "-i", help="A file with one text per line ('-' = stdin)."),
@@ -65,7 +67,7 @@ def predict(
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     force: bool = typer.Option(False, "--force", help="Replace an existing --output."),
 ):
-    """Classify texts with a model directory or an exported SavedModel; print JSON lines."""
+    """Run a fine-tuned model directory (any task) or an exported SavedModel on texts; print JSON lines."""
     from nlpkit.io import atomic_file, check_not_input, check_output_file, json_text
 
     if (model is None) == (saved_model is None):
@@ -76,14 +78,14 @@ def predict(
     texts = _read_texts(texts, input_file)
     started = time.perf_counter()
     if model is not None:
-        from nlpkit.training.evaluation import Classifier
+        from nlpkit.models.inference import InferenceModel
 
-        classifier = Classifier(model)
-        rows = classifier.records(classifier.predict(texts, batch_size=batch_size))
+        predictor = InferenceModel(model)
     else:
         from nlpkit.export.saved_model import ServedClassifier
 
-        rows = ServedClassifier(saved_model).predict(texts, batch_size=batch_size)
+        predictor = ServedClassifier(saved_model)
+    rows = predictor.records(predictor.predict(texts, batch_size=batch_size))
     elapsed = time.perf_counter() - started
     lines = "".join(json_text({"text": text, **row}, ensure_ascii=False) + "\n" for text, row in zip(texts, rows))
     if output is not None:

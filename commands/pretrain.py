@@ -17,7 +17,7 @@ DATA_HELP = (
 def pretrain(
     data: Path = typer.Option(..., "--data", help=DATA_HELP),
     output: Path = typer.Option(..., "--output", help="Run directory; a model directory when training ends."),
-    preset: str = typer.Option(None, "--preset", help="Encoder preset name or config file (JSON/YAML)."),
+    preset: str = typer.Option(None, "--preset", help="Encoder preset name or config file (JSON/YAML); `nlpkit build --list` lists them."),
     model: Path = typer.Option(None, "--model", help="Model directory to start from (e.g. converted weights)."),
     vocab: Path = typer.Option(None, "--vocab", help="WordPiece vocab.txt (default: the model directory's)."),
     text_column: str = typer.Option(None, "--text-column", help="Column of a csv/json/jsonl/parquet --data (default: text)."),
@@ -41,6 +41,7 @@ def pretrain(
     precision: str = common.precision_option(),
     jit: bool = common.jit_option(),
     seed: int = typer.Option(None, "--seed", help="Seed of the data order, masks and initialisation (default: nlpkit --seed, else 0)."),
+    json_path: Path = typer.Option(None, "--json", help="Also write the closing summary (losses, MLM accuracy, tokens/s) to this JSON file."),
     overwrite: bool = typer.Option(
         False, "--overwrite", "--force",
         help="Start afresh even if --output holds a run (the old run stays until the new model is complete).",
@@ -51,7 +52,11 @@ def pretrain(
     --data is raw text, a csv/json/jsonl/parquet table, or the TFRecord folder of `nlpkit tokenize`
     (already packed rows: masked-LM only).
     """
+    from nlpkit.io import check_output_file
     from nlpkit.training.pretrain import PretrainConfig, run_pretraining
+
+    if json_path is not None:
+        check_output_file(json_path, overwrite, option="--json", flag="--overwrite")
 
     config = PretrainConfig(
         data=str(data),
@@ -90,32 +95,58 @@ def pretrain(
     finally:
         if tasks:
             bar.stop()
+    summary = {**summary, "precision": precision, "jit": jit}
     _print_summary(summary)
+    if json_path is not None:
+        _write_summary(summary, json_path)
+
+
+def _closing_figures(summary):
+    """{steps, first_loss, last_loss, mlm_accuracy, (sentence_accuracy), mean_tokens_per_s} of a run, or None."""
+    history = summary["history"]
+    if not history:
+        return None
+    speeds = [h["tokens_per_s"] for h in history[1:]] or [history[0]["tokens_per_s"]]
+    figures = {"steps": summary["steps"], "first_loss": history[0]["loss"], "last_loss": history[-1]["loss"],
+               "mlm_accuracy": history[-1]["mlm_accuracy"], "mean_tokens_per_s": sum(speeds) / len(speeds)}
+    if "sentence_accuracy" in history[-1]:
+        figures["sentence_accuracy"] = history[-1]["sentence_accuracy"]
+    return figures
+
+
+def _write_summary(summary, path):
+    from nlpkit.io import atomic_file, json_text
+
+    document = {"run": summary["run"], "start_step": summary["start_step"], "strategy": summary["strategy"],
+                "precision": summary["precision"], "jit": summary["jit"],
+                **(_closing_figures(summary) or {"steps": summary["steps"]})}
+    with atomic_file(path) as tmp:
+        tmp.write_text(json_text(document, indent=2) + "\n", encoding="utf-8")
+    info(f"wrote {path}")
 
 
 def _print_summary(summary):
-    info(f"{summary['strategy']}")
-    history = summary["history"]
+    info(f"{summary['strategy']}; {common.precision_line(summary['precision'], summary['jit'])}")
     if summary["start_step"]:
         info(f"resumed at step {summary['start_step']}")
     table = Table(title=f"pretrain → {summary['run']}")
+    figures = _closing_figures(summary)
     columns = ["steps", "first loss", "last loss", "last MLM accuracy", "mean tokens/s"]
-    sentence = bool(history) and "sentence_accuracy" in history[-1]
+    sentence = figures is not None and "sentence_accuracy" in figures
     if sentence:
         columns.insert(4, "last sentence accuracy")
     for column in columns:
         table.add_column(column, justify="right")
-    if history:
-        speeds = [h["tokens_per_s"] for h in history[1:]] or [history[0]["tokens_per_s"]]
+    if figures:
         row = [
             f"{summary['start_step']} → {summary['steps']}",
-            f"{history[0]['loss']:.4f}",
-            f"{history[-1]['loss']:.4f}",
-            f"{history[-1]['mlm_accuracy']:.3f}",
-            f"{sum(speeds) / len(speeds):,.0f}",
+            f"{figures['first_loss']:.4f}",
+            f"{figures['last_loss']:.4f}",
+            f"{figures['mlm_accuracy']:.3f}",
+            f"{figures['mean_tokens_per_s']:,.0f}",
         ]
         if sentence:
-            row.insert(4, f"{history[-1]['sentence_accuracy']:.3f}")
+            row.insert(4, f"{figures['sentence_accuracy']:.3f}")
         table.add_row(*row)
     else:
         table.add_row(str(summary["steps"]), "-", "-", "-", "already complete")

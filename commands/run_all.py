@@ -1,8 +1,10 @@
 """`nlpkit demo`: the main job end to end on bundled real data, each step a real nlpkit command.
 
-vocab → tokenize → pretrain a tiny BERT → fine-tune a classification head and an SNGP head →
-evaluate both (metrics table, reliability diagram, OOD AUROC) → export a SavedModel → predict with
-it. Each step prints the command it runs, so the same job can be repeated by hand.
+Both halves of nlpkit: from scratch (vocab → tokenize → pretrain a tiny BERT on news), then from
+real pretrained weights (convert all-MiniLM-L6-v2 → fine-tune it with the SNGP head on movie
+reviews → evaluate: metrics, reliability diagram, OOD AUROC → export a SavedModel → predict with
+it, in-domain reviews and an out-of-domain news sentence, whose uncertainty must stand out).
+Each step prints the command it runs, so the same job can be repeated by hand.
 """
 
 import csv
@@ -19,11 +21,14 @@ from rich.table import Table
 
 from commands.common import console
 
-SENTENCES = [
+# The closing predictions: reviews (in domain) and a news sentence (out of domain, OOD).
+IN_DOMAIN = [
     "A warm, funny and quietly devastating film.",
     "Two hours of my life I will never get back.",
-    "Shares of the carmaker fell after the company cut its forecast.",
+    "The performances are superb, but the script lets them down.",
 ]
+OUT_OF_DOMAIN = ["Shares of the carmaker fell after the company cut its forecast."]
+SENTENCES = IN_DOMAIN + OUT_OF_DOMAIN
 
 
 def _tiny_config(vocab_path, path):
@@ -57,6 +62,34 @@ def _write_data(folder, news_articles, reviews_train, reviews_test, seed):
     # Out-of-distribution texts for the SNGP head: news sentences, not film reviews.
     ood = [s for t in news[-200:] for s in re.split(r"(?<=[.!?])\s+", t) if len(s.split()) > 5][:reviews_test]
     (folder / "ood.txt").write_text("".join(s + "\n" for s in ood), encoding="utf-8")
+
+
+def demo_steps(output, data, *, epochs, seed, pretrain_steps):
+    """The demo's commands as (title, nlpkit arguments); the pretraining config (None) is filled in
+    once the vocabulary exists. Validation rows come from the training file (`--validation-split`),
+    never from reviews_test.csv, which only the evaluation reads."""
+    from nlpkit.data.bundled import minilm_dir
+
+    vocab, minilm, sngp = output / "vocab.txt", output / "minilm", output / "sngp"
+    return [
+        ("vocabulary", ["vocab", data / "news.txt", "--output", vocab, "--size", 8000]),
+        ("tokenize", ["tokenize", data / "news.txt", "--vocab", vocab, "--output", output / "tokenized",
+                      "--seq-length", 128, "--preview", 2]),
+        ("pretrain a tiny BERT", ["pretrain", "--data", data / "news_docs.txt", "--preset", None, "--vocab", vocab,
+                                  "--output", output / "pretrain", "--max-steps", pretrain_steps, "--batch-size", 32,
+                                  "--seq-length", 64, "--learning-rate", 1e-3, "--checkpoint-every", 100,
+                                  "--json", output / "pretrain.json"]),
+        ("convert all-MiniLM-L6-v2", ["convert", minilm_dir(), "--output", minilm]),
+        ("fine-tune MiniLM with an SNGP head", [
+            "finetune", "--model", minilm, "--head", "sngp", "--train", data / "reviews_train.csv",
+            "--validation-split", 0.1, "--epochs", epochs, "--seq-length", 64, "--batch-size", 32,
+            "--learning-rate", 1e-4, "--seed", seed, "--output", sngp]),
+        ("evaluate the SNGP model", ["evaluate", "--model", sngp, "--data", data / "reviews_test.csv",
+                                     "--json", output / "eval_sngp.json", "--ood", data / "ood.txt"]),
+        ("export a SavedModel", ["export", "--model", sngp, "--output", output / "served"]),
+        ("predict with the SavedModel", ["predict", "--saved-model", output / "served", *SENTENCES,
+                                         "--output", output / "predictions.jsonl"]),
+    ]
 
 
 def _is_demo_folder(path):
@@ -100,28 +133,8 @@ def demo(
     started = time.perf_counter()
     console.print(Rule("[bold]0. data: bundled news articles and Rotten Tomatoes reviews"))
     _write_data(data, news_articles, reviews_train, reviews_test, seed)
+    steps = demo_steps(output, data, epochs=epochs, seed=seed, pretrain_steps=pretrain_steps)
     vocab = output / "vocab.txt"
-    cls, sngp = output / "classifier", output / "sngp"
-    finetune = ["--train", data / "reviews_train.csv", "--validation", data / "reviews_test.csv", "--epochs", epochs,
-                "--seq-length", 64, "--batch-size", 32, "--learning-rate", 1e-3, "--seed", seed]
-    steps = [
-        ("vocabulary", ["vocab", data / "news.txt", "--output", vocab, "--size", 8000]),
-        ("tokenize", ["tokenize", data / "news.txt", "--vocab", vocab, "--output", output / "tokenized",
-                      "--seq-length", 128, "--preview", 2]),
-        ("pretrain a tiny BERT", ["pretrain", "--data", data / "news_docs.txt", "--preset", None, "--vocab", vocab,
-                                  "--output", output / "pretrain", "--max-steps", pretrain_steps, "--batch-size", 32,
-                                  "--seq-length", 64, "--learning-rate", 1e-3, "--checkpoint-every", 100]),
-        ("fine-tune a classification head", ["finetune", "--model", output / "pretrain", *finetune, "--output", cls]),
-        ("fine-tune an SNGP head", ["finetune", "--model", output / "pretrain", *finetune, "--output", sngp,
-                                    "--head", "sngp"]),
-        ("evaluate the classification head", ["evaluate", "--model", cls, "--data", data / "reviews_test.csv",
-                                              "--json", output / "eval_classifier.json", "--ood", data / "ood.txt"]),
-        ("evaluate the SNGP head", ["evaluate", "--model", sngp, "--data", data / "reviews_test.csv",
-                                    "--json", output / "eval_sngp.json", "--ood", data / "ood.txt"]),
-        ("export a SavedModel", ["export", "--model", sngp, "--output", output / "served"]),
-        ("predict with the SavedModel", ["predict", "--saved-model", output / "served", *SENTENCES,
-                                         "--output", output / "predictions.jsonl"]),
-    ]
     timings = []
     try:
         for number, (title, args) in enumerate(steps, start=1):
@@ -132,21 +145,37 @@ def demo(
         if output != final:  # the earlier demo stays as it was
             shutil.rmtree(output, ignore_errors=True)
         raise
-    console.print((output / "predictions.jsonl").read_text(encoding="utf-8"), highlight=False)
+    _print_uncertainty(output / "predictions.jsonl")
     if output != final:
         swap_in(output, final)
     _summary(final, timings, time.perf_counter() - started)
+
+
+def _print_uncertainty(predictions_path):
+    """The closing predictions side by side: the out-of-domain sentence should be the most uncertain."""
+    rows = [json.loads(line) for line in predictions_path.read_text(encoding="utf-8").splitlines()]
+    table = Table(title="predictions of the exported SNGP model")
+    for column in ("text", "domain", "label", "probability", "uncertainty"):
+        table.add_column(column)
+    for row in rows:
+        domain = "out (news)" if row["text"] in OUT_OF_DOMAIN else "in (review)"
+        table.add_row(row["text"], domain, str(row["label"]), f"{max(row['probabilities'].values()):.3f}",
+                      f"{row['uncertainty']:.4f}")
+    console.print(table)
+    in_domain = max(row["uncertainty"] for row in rows if row["text"] not in OUT_OF_DOMAIN)
+    out_domain = min(row["uncertainty"] for row in rows if row["text"] in OUT_OF_DOMAIN)
+    verdict = "higher than" if out_domain > in_domain else "NOT higher than"
+    console.print(f"out-of-domain uncertainty {out_domain:.4f} is {verdict} every in-domain one (max {in_domain:.4f})")
 
 
 def _summary(output, timings, total):
     artefacts = {
         "vocabulary": output / "vocab.txt",
         "tokenize": output / "tokenized",
-        "pretrain a tiny BERT": output / "pretrain",
-        "fine-tune a classification head": output / "classifier",
-        "fine-tune an SNGP head": output / "sngp",
-        "evaluate the classification head": output / "eval_classifier.json",
-        "evaluate the SNGP head": output / "eval_sngp.json",
+        "pretrain a tiny BERT": output / "pretrain.json",
+        "convert all-MiniLM-L6-v2": output / "minilm",
+        "fine-tune MiniLM with an SNGP head": output / "sngp",
+        "evaluate the SNGP model": output / "eval_sngp.json",
         "export a SavedModel": output / "served",
         "predict with the SavedModel": output / "predictions.jsonl",
     }
@@ -159,10 +188,13 @@ def _summary(output, timings, total):
 
 
 def _result(path):
+    """The headline figures of a step's JSON artefact (the pretraining run's, the evaluation's)."""
     if path.suffix == ".json" and path.is_file():
         metrics = json.loads(path.read_text(encoding="utf-8"))
-        shown = ("accuracy", "macro_f1", "ece", "ood_auroc")
-        return ", ".join(f"{k} {metrics[k]:.3f}" for k in shown if k in metrics) + f"; {metrics.get('reliability_diagram', '')}"
+        shown = ("mlm_accuracy", "last_loss", "accuracy", "macro_f1", "ece", "ood_auroc")
+        figures = ", ".join(f"{k} {metrics[k]:.3f}" for k in shown if isinstance(metrics.get(k), float))
+        diagram = metrics.get("reliability_diagram")
+        return figures + (f"; {diagram}" if diagram else "")
     return ""
 
 

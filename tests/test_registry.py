@@ -38,9 +38,12 @@ REQUIRED = {
 }
 REQUIRED_BY_NAME = {
     ("block", "rezero"): {"num_attention_heads": 2},
+    ("block", "decoder"): {"num_attention_heads": 2},  # inner_dim / inner_activation: under either name
     ("block", "mobilebert"): {},
     ("block", "xl"): {"hidden_size": 8, "num_attention_heads": 2, "head_size": 4, "inner_size": 8},
 }
+# Arguments with a default of None that must still be given (under one of two names: Model Garden's or nlpkit's).
+GIVEN_BY_NAME = {("block", "decoder"): {"inner_dim": 8, "inner_activation": "relu"}}
 # Small sizes so that building an encoder with every default but these stays cheap.
 SMALL_ENCODER = {"hidden_size": 8, "num_layers": 1, "num_attention_heads": 2, "inner_dim": 8, "inner_size": 8,
                  "head_size": 4, "max_sequence_length": 8, "intra_bottleneck_size": 8, "embedding_size": 4,
@@ -99,7 +102,7 @@ def test_recorded_parameters_are_the_constructors(kind, name):
     required = {key for key, parameter in parameters.items() if parameter.default is inspect.Parameter.empty}
     assert required == set(_required(kind, name))
     arguments = {key: parameter.default for key, parameter in parameters.items() if key not in required}
-    arguments.update(_required(kind, name))
+    arguments.update(_required(kind, name), **GIVEN_BY_NAME.get((kind, name), {}))
     if kind == "encoder":
         arguments.update({key: value for key, value in SMALL_ENCODER.items() if key in parameters})
     built = entry.constructor(**arguments)

@@ -18,7 +18,7 @@ cat >"$OUT/encoder.json" <<JSON
  "inner_dim": 256, "max_sequence_length": $SEQ, "attention_type": "$ATTENTION",
  "output_dropout": 0.0, "attention_dropout": 0.0}
 JSON
-nlpkit finetune --preset "$OUT/encoder.json" --train "$OUT/data/train.csv" --validation "$OUT/data/test.csv" \
+nlpkit finetune --preset "$OUT/encoder.json" --train "$OUT/data/train.csv" --validation-split 0.2 \
   --output "$OUT/classifier" --epochs "$(size 2 4)" --seq-length "$SEQ" --batch-size 8 \
   --learning-rate 1e-3 --patience 4 --overwrite
 

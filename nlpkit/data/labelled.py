@@ -35,14 +35,19 @@ class Examples:
 
 
 def read_examples(path, *, text_column="text", pair_column=None, label_column="label", empty_rows="skip",
-                  errors="strict"):
-    """Read a csv / json(l) / parquet / text input into `Examples` (labels as strings, or None)."""
+                  errors="strict", option=None):
+    """Read a csv / json(l) / parquet / text input, or a cached Hugging Face dataset `NAME[/CONFIG][:SPLIT]`,
+    into `Examples` (labels as strings, or None; a ClassLabel column gives its names).
+
+    `option` is the command-line option the input came from ("--train", "--validation", "--test", "--data"):
+    it names the input in errors and gives a hub name without `:SPLIT` that option's split.
+    """
     from nlpkit.data.sources import iter_rows, open_source
 
     if empty_rows not in EMPTY_ROW_POLICIES:
         raise NlpkitError(f"--empty-rows {empty_rows!r} is not known", hint="use skip or fail")
     source = open_source(path, text_column=text_column, pair_column=pair_column, label_column=label_column,
-                         errors=errors)
+                         errors=errors, option=option)
     examples = Examples([], [] if pair_column else None, [] if label_column else None, source=str(path))
     row = 0
     for batch in iter_rows(source):
@@ -59,13 +64,14 @@ def read_examples(path, *, text_column="text", pair_column=None, label_column="l
             if pair_column:
                 examples.pairs.append(batch["pair"][i])
             if label_column:
-                examples.labels.append(_label_text(batch["label"][i], path, row))
+                examples.labels.append(label_text(batch["label"][i], path, row))
     if not examples.texts:
         raise NlpkitError(f"{path} has no non-empty text rows", hint="check --text-column")
     return examples
 
 
-def _label_text(value, path, row):
+def label_text(value, path, row):
+    """A raw label value as the string nlpkit names it by (3.0 -> "3"); a missing one is an error naming the row."""
     if value is None or str(value).strip() == "":
         raise NlpkitError(f"{path}: row {row} has no label", hint="every training row needs a label")
     if isinstance(value, float) and value.is_integer():
@@ -73,9 +79,19 @@ def _label_text(value, path, row):
     return str(value)
 
 
+def sorted_labels(labels):
+    """The one label encoding of nlpkit: label id = index in the sorted distinct label strings,
+    integer-looking labels first, in numeric order ("2" < "10"), then the others alphabetically.
+
+    Used wherever labels get ids (fine-tuning, `nlpkit tokenize`); a model directory keeps the
+    names it was trained with, so loading never re-sorts them.
+    """
+    return sorted(set(labels), key=lambda x: (0, int(x), "") if x.lstrip("-").isdigit() else (1, 0, x))
+
+
 def label_names(labels):
-    """Sorted distinct labels (numerically when they all look like integers)."""
-    names = sorted(set(labels), key=lambda x: (0, int(x), "") if x.lstrip("-").isdigit() else (1, 0, x))
+    """`sorted_labels` of training labels, which must hold at least two classes."""
+    names = sorted_labels(labels)
     if len(names) < 2:
         raise NlpkitError(f"the training data has a single class ({names[0]!r})",
                           hint="a classifier needs examples of at least two labels")
@@ -115,18 +131,22 @@ class TextPacker:
         self.seq_length = seq_length
         self.truncation = truncation
 
-    def pack(self, texts, pairs=None, batch_size=1024):
-        from nlpkit._tf import import_tensorflow
+    def pack_tensors(self, texts, pairs=None):
+        """String tensors (or lists) `[B]` -> the three int32 `[B, seq_length]` tensors; TensorFlow ops
+        only, so it runs eagerly or inside a traced function (the exported SavedModel's)."""
         from nlpkit.text.packing import pack_inputs
 
-        tf = import_tensorflow()
+        segments = [self.tokenizer.tokenize(texts)]
+        if pairs is not None:
+            segments.append(self.tokenizer.tokenize(pairs))
+        return pack_inputs(segments, self.seq_length, cls_id=self.tokenizer.cls_id, sep_id=self.tokenizer.sep_id,
+                           pad_id=self.tokenizer.pad_id, truncator=self.truncation)
+
+    def pack(self, texts, pairs=None, batch_size=1024):
+        """Lists of texts (and pairs) -> the three int32 `[N, seq_length]` inputs as NumPy arrays."""
         parts = []
         for start in range(0, len(texts), batch_size):
-            segments = [self.tokenizer.tokenize(tf.constant(texts[start : start + batch_size]))]
-            if pairs is not None:
-                segments.append(self.tokenizer.tokenize(tf.constant(pairs[start : start + batch_size])))
-            packed = pack_inputs(segments, self.seq_length, cls_id=self.tokenizer.cls_id,
-                                 sep_id=self.tokenizer.sep_id, pad_id=self.tokenizer.pad_id,
-                                 truncator=self.truncation)
+            stop = start + batch_size
+            packed = self.pack_tensors(texts[start:stop], None if pairs is None else pairs[start:stop])
             parts.append({name: value.numpy() for name, value in packed.items()})
         return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}

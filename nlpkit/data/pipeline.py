@@ -26,24 +26,40 @@ BATCH_SIZE = 256
 
 
 class LabelEncoder:
-    """Integer labels pass through; string labels get indices in order of first appearance."""
+    """Label values -> ids by nlpkit's one label encoding (`nlpkit.data.labelled.sorted_labels`):
+    the index in the sorted distinct label strings, so `nlpkit tokenize` numbers labels as
+    `nlpkit finetune` does. Ids are fixed before any row is written: `for_source` reads the label
+    column once first."""
 
-    def __init__(self):
-        self.names = []
-        self._index = {}
+    def __init__(self, names=()):
+        self.names = list(names)
+        self._index = {name: i for i, name in enumerate(self.names)}
+
+    @classmethod
+    def for_source(cls, source):
+        """The encoder of every label in `source` (none when it has no label column)."""
+        from nlpkit.data.labelled import label_text, sorted_labels
+
+        if not source.label_column:
+            return cls()
+        seen, row = set(), 0
+        for batch in iter_rows(source):
+            for value in batch["label"]:
+                row += 1
+                seen.add(label_text(value, source.name, row))
+        return cls(sorted_labels(seen))
 
     def encode(self, values):
-        out = []
+        from nlpkit.data.labelled import label_text
+
+        ids = []
         for value in values:
-            if isinstance(value, (bool, int)) or (isinstance(value, float) and value.is_integer()):
-                out.append(int(value))
-                continue
-            name = str(value)
+            name = label_text(value, "the input", "?")
             if name not in self._index:
-                self._index[name] = len(self.names)
-                self.names.append(name)
-            out.append(self._index[name])
-        return out
+                raise NlpkitError(f"label {name!r} appeared after the labels were counted",
+                                  hint="the input changed while it was read: run again")
+            ids.append(self._index[name])
+        return ids
 
 
 def _batches_with_failure(source, batch_size, labels, failure):
@@ -104,7 +120,7 @@ def packed_dataset(source, tokenizer, *, seq_length, truncation, batch_size=BATC
     """
     num_segments = 2 if source.pair_column else 1
     check_seq_length(seq_length, num_segments)
-    labels = labels if labels is not None else LabelEncoder()
+    labels = labels if labels is not None else LabelEncoder.for_source(source)
     failure = failure if failure is not None else []
     budget = seq_length - (num_segments + 1)
 
@@ -216,7 +232,7 @@ def tokenize_to_disk(
         raise NlpkitError(f"unknown --format {fmt!r}", hint=f"choose one of {', '.join(FORMATS)}")
     num_segments = 2 if source.pair_column else 1
     check_seq_length(seq_length, num_segments)
-    labels, failure, stats = LabelEncoder(), [], Statistics()
+    labels, failure, stats = LabelEncoder.for_source(source), [], Statistics()
     dataset = packed_dataset(
         source, tokenizer, seq_length=seq_length, truncation=truncation, batch_size=batch_size,
         labels=labels, failure=failure, serialize=fmt == "tfrecord",

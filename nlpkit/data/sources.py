@@ -2,11 +2,11 @@
 
 Plain text is read line by line here; other formats stream through `datasets` (an IterableDataset),
 so memory stays bounded however large the corpus.
-Every user mistake becomes one NlpkitError line: missing input, a hub name with no network, bytes
-that are not UTF-8 (naming file and line, unless errors="replace"), no rows, an unknown column.
+Every user mistake becomes one NlpkitError line: missing input, a hub dataset name the `datasets` cache
+does not hold (`nlpkit.data.hub`), bytes that are not UTF-8 (naming file and line, unless errors="replace"),
+no rows, an unknown column.
 """
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +40,7 @@ class TextSource:
     pair_column: str = None
     label_column: str = None
     errors: str = "strict"
+    hub: object = None  # `nlpkit.data.hub.HubInput` of a hub dataset name
     checked: bool = False  # set by `check_source`: UTF-8, columns and non-emptiness already verified
 
     @property
@@ -63,19 +64,29 @@ def _files_of(path):
 
 
 def _looks_like_path(name):
-    return name.startswith((".", "/", "~")) or Path(name).suffix.lower() in KINDS or os.sep + os.sep in name
+    """A missing input that cannot be a hub dataset name: a data-file suffix, or not `NAME[/CONFIG][:SPLIT]`
+    (`./x`, `/x`, `~/x`, `a//b`, `C:\\x`, spaces...)."""
+    from nlpkit.data import hub
+
+    return Path(name).suffix.lower() in KINDS or hub.parse(name) is None
 
 
-def open_source(input_path, *, text_column=None, pair_column=None, label_column=None, errors="strict"):
-    """Describe an input (file, folder or hub dataset name) and check it can be read."""
+def open_source(input_path, *, text_column=None, pair_column=None, label_column=None, errors="strict", option=None):
+    """Describe an input and check it can be read: a local file or folder, else a cached Hugging Face dataset
+    `NAME[/CONFIG][:SPLIT]` (`nlpkit.data.hub`; `option`, e.g. "--validation", names the default split)."""
+    from nlpkit.data import hub
+
     if errors not in ("strict", "replace"):
         raise NlpkitError(f"unknown --errors {errors!r}", hint="choose strict or replace")
     name = str(input_path)
     path = Path(name).expanduser()
+    hub_input = None
     if not path.exists():
         if _looks_like_path(name):
-            raise NlpkitError(f"input {name} does not exist", hint="pass a text/csv/json(l)/parquet file or a folder")
-        kind, files = "hub", []
+            where = f"{option} {name}" if option else f"input {name}"
+            raise NlpkitError(f"{where} does not exist",
+                              hint="pass a text/csv/json(l)/parquet file or a folder")
+        kind, files, hub_input = "hub", [], hub.resolve(name, option)
     else:
         files = _files_of(path)
         kinds = {KINDS.get(f.suffix.lower(), "text") for f in files}
@@ -91,6 +102,7 @@ def open_source(input_path, *, text_column=None, pair_column=None, label_column=
         pair_column=pair_column,
         label_column=label_column,
         errors=errors,
+        hub=hub_input,
     )
     if kind == "text" and (pair_column or label_column or (text_column and text_column != "text")):
         raise NlpkitError(
@@ -151,20 +163,12 @@ def check_source(source):
 
 
 def _load_streaming(source):
-    """The `datasets` IterableDataset of a source (train split)."""
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    import datasets
+    """The `datasets` IterableDataset of a source: the local files (as one train split) or the hub split."""
+    from nlpkit.data.hub import import_datasets
 
-    datasets.logging.set_verbosity_error()
-    datasets.disable_progress_bars()
+    datasets = import_datasets()
     if source.kind == "hub":
-        try:
-            return datasets.load_dataset(source.name, split="train", streaming=True)
-        except Exception as err:  # noqa: BLE001 - offline, unknown name, gated: all one message
-            raise NlpkitError(
-                f"cannot load dataset {source.name!r} from the Hugging Face hub ({type(err).__name__})",
-                hint="no network here? pass a local text/csv/json(l)/parquet file or folder instead",
-            ) from None
+        return source.hub.streaming()
     options = {}
     if source.errors == "replace" and source.kind == "csv":
         options["encoding_errors"] = "replace"
@@ -204,7 +208,7 @@ def iter_rows(source, batch_size=1024):
             if source.pair_column:
                 out["pair"] = [_as_text(v) for v in batch[source.pair_column]]
             if source.label_column:
-                out["label"] = list(batch[source.label_column])
+                out["label"] = _labels(source, batch[source.label_column])
             if source.kind == "text":
                 out = _drop_blank_lines(out)
             if out["text"]:
@@ -244,6 +248,14 @@ def _text_file_batches(source, batch_size):
                 yield {"text": pending}
 
 
+def _labels(source, values):
+    """Label cells as read; a hub ClassLabel column's ids become its names (-1, "no label", becomes None)."""
+    names = source.hub and source.hub.class_names(source.label_column)
+    if not names:
+        return list(values)
+    return [names[v] if isinstance(v, int) and 0 <= v < len(names) else None for v in values]
+
+
 def _as_text(value):
     return "" if value is None else str(value)
 
@@ -257,9 +269,9 @@ def _first_line(err):
     return text.splitlines()[0] if text else ""
 
 
-def read_texts(input_path, *, text_column=None, errors="strict", limit=None):
+def read_texts(input_path, *, text_column=None, errors="strict", limit=None, option=None):
     """All text-column values of an input as a list (for vocab training on modest corpora)."""
-    source = open_source(input_path, text_column=text_column, errors=errors)
+    source = open_source(input_path, text_column=text_column, errors=errors, option=option)
     texts = []
     for batch in iter_rows(source):
         texts.extend(batch["text"])

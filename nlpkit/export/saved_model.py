@@ -1,7 +1,25 @@
 """Export a model directory as a TensorFlow SavedModel that takes raw text.
 
+The signatures trace the one inference wrapper (`nlpkit.models.inference.InferenceModel`): its
+`pack` (tokenizer + packer) and the model's own `predict_outputs`, so the SavedModel computes what
+`nlpkit evaluate` and `predict` compute, post-hoc calibration included.
+
 Signatures (see README "Serving"):
   serving_default(text)               classifier: logits, probabilities, label, label_id (+ variance for SNGP)
+                                      multi-label: logits, probabilities [B, L]; labels int32 [B, L]
+                                                  (1 = at or above the label's fitted threshold; names in
+                                                  assets.extra/nlpkit.json "labels", in this order)
+                                      regression: value [B] float32, in the label's units
+                                      token-classification (per word piece, T = seq_length):
+                                                  logits, probabilities [B, T, C]; label int32 [B, T]
+                                                  (tag ids; names: nlpkit.json "labels"); input_word_ids,
+                                                  input_mask int32 [B, T]; word_start int32 [B, T]: 1 at
+                                                  the first piece of each word (not [CLS]/[SEP]/padding,
+                                                  not a "##" continuation), whose tag is that word's tag.
+                                                  The n-th 1 of a row is the n-th word of the text as
+                                                  BERT's basic tokenizer splits it (letter/digit runs and
+                                                  single punctuation marks); a text longer than
+                                                  seq_length pieces is cut (nlpkit predict windows it).
                                       encoder:    pooled_output, sequence_output
   serving_pair(text, text_pair)       the same for two-segment inputs (classifiers trained on pairs)
   serve_examples(examples)            serialised tf.train.Example with a bytes feature "text" (and
@@ -20,6 +38,7 @@ from pathlib import Path
 
 from nlpkit._tf import import_tensorflow
 from nlpkit.errors import NlpkitError
+from nlpkit.models.inference import Predictor
 
 tf = import_tensorflow()
 import keras  # noqa: E402 - after TensorFlow, whose import noise import_tensorflow filters
@@ -36,50 +55,42 @@ def _require_tensorflow_backend():
         )
 
 
-def _text_layers(assets, seq_length):
-    """(tokenizer layer, packer layer, trackable resources) for a model directory's tokenizer."""
-    from nlpkit.text.packing import BertPackInputs
-
-    if assets["type"] == "sentencepiece":
-        from nlpkit.text.sentencepiece import SentencepieceTokenizer
-
-        tokenizer = SentencepieceTokenizer(str(assets["path"]))
-    else:
-        from nlpkit.text.wordpiece import BertTokenizer
-
-        tokenizer = BertTokenizer(str(assets["path"]), lower_case=assets.get("lower_case", True))
-    ids = tokenizer.tokenizer
-    packer = BertPackInputs(seq_length, ids.cls_id, ids.sep_id, ids.pad_id)
-    return tokenizer, packer
-
-
 class _Endpoints:
-    """The functions behind the signatures, closed over the model and text layers."""
+    """The functions behind the signatures: the inference wrapper's own `pack` and `outputs`, traced."""
 
-    def __init__(self, model, tokenizer, packer, head):
-        self.model, self.tokenizer, self.packer, self.head = model, tokenizer, packer, head
-        self.encoder = getattr(model, "encoder", model)
-        labels = head.get("labels") if head else None
+    def __init__(self, inference):
+        self.inference = inference
+        labels = inference.labels if inference.task == "classification" else None
         self.label_names = tf.constant(labels) if labels else None
+        self.continuation = None
+        if inference.task == "token-classification":
+            self.continuation = getattr(inference.packer.tokenizer, "_is_continuation", None)
+            if self.continuation is None:
+                raise NlpkitError("export of a token-classification model needs a WordPiece tokenizer",
+                                  hint="use nlpkit predict --model for SentencePiece taggers")
 
     def pack(self, text, text_pair=None):
-        segments = [self.tokenizer(text)]
-        if text_pair is not None:
-            segments.append(self.tokenizer(text_pair))
-        return self.packer(segments)
+        return self.inference.pack(text, text_pair)
 
     def outputs(self, inputs):
-        if self.label_names is None:
-            return self.encode_ids(inputs)
-        result = self.model.predict_outputs(inputs)
-        result["label_id"] = result.pop("label")
-        result["label"] = tf.gather(self.label_names, result["label_id"])
+        result = dict(self.inference.outputs(inputs))
+        if self.label_names is not None:  # string labels beside the ids, looked up in the graph
+            result["label_id"] = result.pop("label")
+            result["label"] = tf.gather(self.label_names, result["label_id"])
+        if self.continuation is not None:
+            result.update(self.word_starts(inputs))
         return result
 
+    def word_starts(self, inputs):
+        """What maps piece outputs back to words (see the module docstring)."""
+        ids, mask = tf.cast(inputs["input_word_ids"], tf.int32), tf.cast(inputs["input_mask"], tf.int32)
+        tokenizer = self.inference.packer.tokenizer
+        special = tf.logical_or(tf.equal(ids, tokenizer.cls_id), tf.equal(ids, tokenizer.sep_id))
+        start = tf.logical_not(tf.logical_or(tf.gather(self.continuation, ids), special))
+        return {"input_word_ids": ids, "input_mask": mask, "word_start": tf.cast(start, tf.int32) * mask}
+
     def encode_ids(self, inputs):
-        outputs = self.encoder(inputs, training=False)
-        return {"pooled_output": tf.cast(outputs["pooled_output"], tf.float32),
-                "sequence_output": tf.cast(outputs["sequence_output"], tf.float32)}
+        return self.inference.encode(inputs)
 
     def parse_examples(self, examples, with_pair):
         features = {"text": tf.io.FixedLenFeature([], tf.string)}
@@ -122,8 +133,9 @@ def _add_id_endpoint(archive, endpoints, seq_length):
 
 def export_saved_model(model_dir, output, *, preprocessing=True, force=False, seq_length=None):
     """Write the SavedModel for `model_dir` to `output` (atomically); returns its metadata dict."""
-    from nlpkit.models.model_dir import load_model, read_config, tokenizer_assets
     from nlpkit.io import atomic_dir, check_not_input, check_replaceable
+    from nlpkit.models.inference import InferenceModel
+    from nlpkit.models.model_dir import read_config
     from nlpkit.text.packing import check_seq_length
 
     _require_tensorflow_backend()
@@ -131,27 +143,25 @@ def export_saved_model(model_dir, output, *, preprocessing=True, force=False, se
     head = document.get("head") or {}
     if seq_length is not None:  # 0 is a mistake, not "the default"
         check_seq_length(seq_length, 2 if head.get("pair_column") else 1)
-    seq_length = seq_length or head.get("seq_length") or 128
     check_not_input(output, {"--model": model_dir})
     check_replaceable(output, force, is_ours=_is_saved_model, kind="a SavedModel")
-    model = load_model(model_dir)
-    assets = tokenizer_assets(model_dir)
+    inference = InferenceModel(model_dir, seq_length, require_task=False)
+    seq_length, assets = inference.seq_length, inference.assets
     if preprocessing and assets is None:
         raise NlpkitError(f"{model_dir} has no tokenizer assets", hint="export with --no-preprocessing")
     archive = keras.export.ExportArchive()
-    archive.track(model)
-    tokenizer = packer = None
+    archive.track(inference.model)
     if preprocessing:
-        tokenizer, packer = _text_layers(assets, seq_length)
-        for resource in _trackables(tokenizer):
+        for resource in _trackables(inference.packer.tokenizer):
             archive.track(resource)
-    endpoints = _Endpoints(model, tokenizer, packer, head)
+    endpoints = _Endpoints(inference)
     if preprocessing:
         _add_text_endpoints(archive, endpoints, with_pair=bool(head.get("pair_column")))
     else:
         _add_id_endpoint(archive, endpoints, seq_length)
     metadata = {"source": str(model_dir), "kind": document.get("kind"), "head": head or None,
                 "labels": head.get("labels"), "seq_length": seq_length, "preprocessing": preprocessing,
+                "calibration": getattr(inference.model, "calibration", None) if inference.task else None,
                 "signatures": _signature_names(preprocessing)}
     with atomic_dir(output, overwrite=True) as tmp:  # check_replaceable decided above
         shutil.rmtree(tmp)
@@ -169,9 +179,9 @@ def _is_saved_model(path):
 
 
 def _trackables(tokenizer):
-    """TensorFlow resources a tokenizer layer holds outside Keras' tracking: SentencePiece's model resource,
+    """TensorFlow resources a tokenizer holds outside Keras' tracking: SentencePiece's model resource,
     whose saved initializer carries the .model bytes (the export works with the model directory gone)."""
-    inner = getattr(tokenizer, "tf_tokenizer", None)  # see SentencepieceTokenizer.__init__
+    inner = getattr(tokenizer, "tf_tokenizer", None)  # see SentencePieceTokenizer.__init__
     return [inner] if isinstance(inner, tf.Module) else []
 
 
@@ -179,8 +189,9 @@ def _signature_names(preprocessing):
     return ["serving_default", "serving_pair", "serve_examples", "encode"] if preprocessing else ["serving_default"]
 
 
-class ServedClassifier:
-    """An exported classifier, loaded with TensorFlow alone: `predict(texts)` -> JSON-ready rows."""
+class ServedClassifier(Predictor):
+    """An exported classifier, loaded with TensorFlow alone: the `Predictor` of `nlpkit.models.inference`
+    over its `serving_default` / `serving_pair` signatures."""
 
     def __init__(self, path):
         path = Path(path)
@@ -189,20 +200,19 @@ class ServedClassifier:
         metadata_path = path / METADATA_FILE
         self.metadata = json.loads(metadata_path.read_text(encoding="utf-8")) if metadata_path.is_file() else {}
         self.labels = self.metadata.get("labels")
-        if not self.labels or not self.metadata.get("preprocessing", True):
-            raise NlpkitError(f"{path} is not a raw-text classifier export",
-                              hint="export a fine-tuned model without --no-preprocessing")
-        self.signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+        self.task = (self.metadata.get("head") or {}).get("task", "classification")
+        if self.task not in ("classification", "multi-label", "regression") or not (
+                self.labels or self.task == "regression") or not self.metadata.get("preprocessing", True):
+            raise NlpkitError(f"{path} is not a raw-text classifier, multi-label or regression export",
+                              hint="export a fine-tuned model without --no-preprocessing (taggers: predict --model)")
+        self.signatures = tf.saved_model.load(str(path)).signatures
 
-    def predict(self, texts, batch_size=64):
-        rows = []
-        for start in range(0, len(texts), batch_size):
-            out = self.signature(text=tf.constant(texts[start : start + batch_size]))
-            probs = out["probabilities"].numpy()
-            for i, label in enumerate(out["label"].numpy()):
-                row = {"label": label.decode("utf-8"),
-                       "probabilities": {name: round(float(p), 6) for name, p in zip(self.labels, probs[i])}}
-                if "variance" in out:
-                    row["uncertainty"] = round(float(out["variance"].numpy()[i]), 6)
-                rows.append(row)
-        return rows
+    def batch_outputs(self, texts, pairs=None):
+        if pairs is None:
+            out = self.signatures["serving_default"](text=tf.constant(texts))
+        else:
+            out = self.signatures["serving_pair"](text=tf.constant(texts), text_pair=tf.constant(pairs))
+        if self.task == "classification":  # names: from the ids, as in-process
+            out = {name: value for name, value in out.items() if name != "label"}
+            out["label"] = out.pop("label_id")
+        return out

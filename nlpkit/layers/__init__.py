@@ -6,6 +6,7 @@ Every layer is registered for saving under the package name "nlpkit".
 
 from nlpkit.layers.attention import (
     BigBirdAttention,
+    BigBirdMasks,
     CachedAttention,
     GroupedQueryAttention,
     KernelAttention,

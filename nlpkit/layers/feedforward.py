@@ -84,6 +84,20 @@ class PositionwiseFeedforward(keras.layers.Layer):
         hidden = self.inner_dropout_layer(hidden, training=training)
         return self.output_dense(hidden)
 
+    def regularize(self, kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
+                   kernel_constraint=None, bias_constraint=None):
+        """Give the built projections these regularizers and constraints (a containing block's)."""
+        for dense in (self.inner_dense, self.gate_dense, self.output_dense):
+            if dense is None:
+                continue
+            dense.activity_regularizer = activity_regularizer
+            for variable, regularizer, constraint in (
+                (dense.kernel, kernel_regularizer, kernel_constraint),
+                (dense.bias, bias_regularizer, bias_constraint),
+            ):
+                if variable is not None:
+                    variable.regularizer, variable.constraint = regularizer, constraint
+
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.output_dim or input_shape[-1])
 

@@ -5,6 +5,7 @@ from keras import ops
 
 from nlpkit.errors import NlpkitError, check_choice
 from nlpkit.layers.feedforward import clone_initializer
+from nlpkit.layers.model_garden_names import one_of_names
 
 _MASKED_LM_OUTPUTS = ("logits", "predictions")
 POOLINGS = ("cls", "mean")
@@ -26,65 +27,89 @@ def pool_sequence(sequence, pooling="cls", cls_token_idx=0, input_mask=None):
     return total / ops.maximum(ops.sum(weights, axis=1), ops.cast(1.0, sequence.dtype))
 
 
+# The activation default depends on the form: BERT's gelu with an embedding layer (nlpkit's),
+# none with an embedding table (Model Garden's `activation=None`).
+_ACTIVATION_BY_FORM = "by form"
+
+
 @keras.saving.register_keras_serializable(package="nlpkit")
 class MaskedLM(keras.layers.Layer):
     """Masked-LM head whose output projection is tied to a token embedding table.
 
     At the masked positions: `h = LayerNorm(act(x W + b))`, `logits = h E^T + bias`, where E is the
-    `[V, W]` table of `embedding_layer` (read at call time, so the head and the embedding train
-    one shared table).
+    `[V, W]` embedding table (read at call time, so the head and the embedding train one shared
+    table). Two forms: nlpkit's takes the layer that owns the table (`embedding_layer`), Model
+    Garden's the table itself (`embedding_table`, e.g. `encoder.get_embedding_table()`).
 
-    Tied weights survive saving: the config holds the embedding layer itself, and Keras'
-    `.keras` saving serialises an object shared by several layers once and gives every user the
-    same object back on loading, so a functional model holding the embedding layer and this
-    head is loaded with the tie intact (tested). Two cases break that sharing, and the model must
-    then re-tie on loading by building the head from its embedding layer again (as
-    `MaskedLMPretrainer.from_config` does): a head rebuilt from its config alone (it gets its own
-    copy of the embedding), and an embedding inside a *nested* functional model (Keras deep-copies
-    a nested model's config, so the mark that says "shared" never reaches it).
+    Tied weights survive saving in the `embedding_layer` form: the config holds the embedding
+    layer itself, and Keras' `.keras` saving serialises an object shared by several layers once
+    and gives every user the same object back on loading, so a functional model holding the
+    embedding layer and this head is loaded with the tie intact (tested). Two cases break that
+    sharing, and the model must then re-tie on loading by building the head from its embedding
+    layer again (as `MaskedLMPretrainer.from_config` does): a head rebuilt from its config alone
+    (it gets its own copy of the embedding), and an embedding inside a *nested* functional model
+    (Keras deep-copies a nested model's config, so the mark that says "shared" never reaches it).
+    In the `embedding_table` form the tie holds while the model lives; the config records only
+    the table's shape and dtype (a variable is not configuration), so a head rebuilt from it (or
+    loaded from a `.keras` file) has its own table variable of that shape, which loading fills
+    with the saved values. (Model Garden's head refuses `get_config` altogether.)
 
     Args:
       embedding_layer: the layer that owns the table, exposing `.embeddings` `[V, W]` (an
         `OnDeviceEmbedding`); it must be built (called once) before the head is built.
-      activation: activation of the transform before the projection.
+      embedding_table: Model Garden's form instead of `embedding_layer`: the `[V, W]` table, a
+        Keras variable (shared, and tracked as one of the head's weights) or an array (copied
+        into a new trainable variable of the head).
+      activation: activation of the transform before the projection; default "gelu" with
+        `embedding_layer`, None (identity) with `embedding_table`, as in Model Garden.
       initializer: initializer of the transform's kernel.
-      output_type: "logits" or "predictions" (log-probabilities, float32). (Named `output` in
-        older catalogues; `output` is taken by Keras layers.)
+      output_type: "logits" or "predictions" (log-probabilities, float32). `output` is Model
+        Garden's name of it (give one, or both equal); the config carries both.
       norm_epsilon: epsilon of the transform's layer norm.
 
-    Call: `head(sequence_output, masked_positions)`; sequence_output `[B, T, D]`,
-    masked_positions int `[B, P]` (indices into T). Output `[B, P, V]`.
+    Call: `head(sequence_output, masked_positions)` (Model Garden names the first argument
+    `sequence_data`: pass it positionally); sequence_output `[B, T, D]`, masked_positions int
+    `[B, P]` (indices into T). Output `[B, P, V]`.
     """
 
     def __init__(
         self,
-        embedding_layer,
-        activation="gelu",
+        embedding_layer=None,
+        activation=_ACTIVATION_BY_FORM,
         initializer="glorot_uniform",
-        output_type="logits",
+        output_type=None,
         norm_epsilon=1e-12,
+        embedding_table=None,
+        output=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if output_type not in _MASKED_LM_OUTPUTS:
+        if (embedding_layer is None) == (embedding_table is None):
             raise NlpkitError(
-                f"MaskedLM: output_type={output_type!r} is not supported",
-                hint=f"use one of {', '.join(_MASKED_LM_OUTPUTS)}",
+                "MaskedLM needs exactly one of embedding_layer and embedding_table",
+                hint="pass the embedding layer (nlpkit) or its table (Model Garden), not both",
             )
+        output_type = one_of_names("MaskedLM", ("output_type", "output"), (output_type, output)) or "logits"
+        check_choice("MaskedLM", "output_type", output_type, _MASKED_LM_OUTPUTS)
+        if activation == _ACTIVATION_BY_FORM:
+            activation = "gelu" if embedding_layer is not None else None
         self.embedding_layer = embedding_layer
+        self.embedding_table = None if embedding_table is None else _table_variable(embedding_table)
         self.activation = keras.activations.get(activation)
         self.initializer = keras.initializers.get(initializer)
         self.output_type = output_type
         self.norm_epsilon = norm_epsilon
 
+    def _table(self):
+        return self.embedding_table if self.embedding_table is not None else self.embedding_layer.embeddings
+
     def build(self, sequence_output_shape, masked_positions_shape=None):
-        table = getattr(self.embedding_layer, "embeddings", None)
-        if table is None:
+        if self.embedding_table is None and getattr(self.embedding_layer, "embeddings", None) is None:
             raise NlpkitError(
                 "MaskedLM: the embedding layer has no table yet",
                 hint="call (or build) the embedding layer before the head",
             )
-        vocab_size, width = table.shape
+        vocab_size, width = self._table().shape
         self.transform = keras.layers.Dense(
             width,
             activation=self.activation,
@@ -103,14 +128,14 @@ class MaskedLM(keras.layers.Layer):
         positions = ops.expand_dims(ops.cast(masked_positions, "int32"), axis=-1)
         gathered = ops.take_along_axis(sequence_output, positions, axis=1)  # [B, P, D]
         hidden = self.layer_norm(self.transform(gathered))
-        table = ops.cast(self.embedding_layer.embeddings, hidden.dtype)
+        table = ops.cast(self._table(), hidden.dtype)
         logits = ops.matmul(hidden, ops.transpose(table)) + ops.cast(self.bias, hidden.dtype)
         if self.output_type == "predictions":
             return ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
         return logits
 
     def compute_output_shape(self, sequence_output_shape, masked_positions_shape):
-        return (*masked_positions_shape, self.embedding_layer.embeddings.shape[0])
+        return (*masked_positions_shape, self._table().shape[0])
 
     def compute_output_spec(self, sequence_output, masked_positions):
         dtype = "float32" if self.output_type == "predictions" else self.compute_dtype
@@ -118,19 +143,37 @@ class MaskedLM(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
+        table = self.embedding_table
         config.update(
-            embedding_layer=keras.saving.serialize_keras_object(self.embedding_layer),
+            embedding_layer=None if table is not None else keras.saving.serialize_keras_object(self.embedding_layer),
+            embedding_table=None if table is None else {"shape": list(table.shape), "dtype": table.dtype},
             activation=keras.activations.serialize(self.activation),
             initializer=keras.initializers.serialize(self.initializer),
             output_type=self.output_type,
+            output=self.output_type,
             norm_epsilon=self.norm_epsilon,
         )
         return config
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config, embedding_layer=keras.saving.deserialize_keras_object(config["embedding_layer"]))
+        config = dict(config)
+        if config.get("embedding_layer") is not None:
+            config["embedding_layer"] = keras.saving.deserialize_keras_object(config["embedding_layer"])
+        table = config.get("embedding_table")
+        if table is not None:
+            # Model Garden's BERT initialises its tables N(0, 0.02); a loaded model overwrites it.
+            initializer = keras.initializers.TruncatedNormal(stddev=0.02)
+            shape, dtype = table["shape"], table["dtype"]
+            config["embedding_table"] = keras.Variable(initializer, shape=shape, dtype=dtype, name="embedding_table")
         return cls(**config)
+
+
+def _table_variable(table):
+    """A Keras variable as given (shared); anything else copied into a new trainable variable."""
+    if isinstance(table, keras.Variable):
+        return table
+    return keras.Variable(ops.convert_to_tensor(table), name="embedding_table")
 
 
 @keras.saving.register_keras_serializable(package="nlpkit")

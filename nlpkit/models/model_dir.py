@@ -26,6 +26,7 @@ FORMAT = "nlpkit-model"
 FORMAT_VERSION = 1
 TOKENIZER_TYPES = ("wordpiece", "sentencepiece")
 CLASSIFIER = "nlpkit.models.classifier:TextClassifier"
+TASK_MODELS = tuple(f"nlpkit.models.tasks:{name}" for name in ("MultiLabelClassifier", "TextRegressor", "TokenTagger"))
 
 
 def save_model_dir(model, config, vocab_path, path, *, head=None, lower_case=True, overwrite=False):
@@ -177,11 +178,13 @@ def check_keras_model(serialized, source):
     kinds = {path: kind for kind, path in ENCODER_KINDS.items()}
     if target in kinds:
         validate_config({"kind": kinds[target], **arguments}, source=source)
-    elif target == CLASSIFIER:
-        from nlpkit.models.classifier import TextClassifier
+    elif target == CLASSIFIER or target in TASK_MODELS:
+        import importlib
 
+        module, name = target.split(":")
+        model_class = getattr(importlib.import_module(module), name)
         encoder = arguments.pop("encoder", None)
-        check_arguments(arguments, constructor_types(TextClassifier), source, "TextClassifier")
+        check_arguments(arguments, constructor_types(model_class), source, name)
         check_keras_model(encoder, f"{source} 'encoder'")
     else:
         raise NlpkitError(f"{source}: refusing to rebuild '{target}': only nlpkit encoders and classifiers are "

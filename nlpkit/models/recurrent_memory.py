@@ -1,6 +1,6 @@
 """Transformer-XL recurrence during training: the memory of each batch slot, carried from step to step.
 
-Backend-agnostic Keras 3. The data (`nlpkit.training.segments`) lays the corpus out as B parallel
+Backend-agnostic Keras 3. The data (`nlpkit.data.segments`) lays the corpus out as B parallel
 streams: batch slot i of step t+1 is the next segment of the document in slot i of step t, and
 `document_start` [B] is 1 where a slot begins a new document. `RecurrentMemoryPretrainer` keeps
 each slot's memory in non-trainable variables, so it crosses `fit`'s steps under TensorFlow

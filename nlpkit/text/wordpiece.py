@@ -11,6 +11,7 @@ lower-case, NFD, strip combining marks, [UNK] for words over 100 characters) and
 
 from nlpkit._tf import import_tensorflow
 from nlpkit.errors import NlpkitError
+from nlpkit.text.offsets import normalize_with_offsets
 from nlpkit.text.vocab import REQUIRED_SPECIAL_TOKENS, load_wordpiece_vocab
 
 tf = import_tensorflow()
@@ -23,19 +24,20 @@ _CONTROL = r"\x{FFFD}|[^\P{C}\t\n\r]"
 _CONTROL_OR_COMBINING_MARK = r"\x{FFFD}|[^\P{C}\t\n\r]|\p{Mn}"
 # Python's str.lower() (used by original BERT) writes a word-final capital sigma as ς, not σ.
 _FINAL_SIGMA = r"(\p{L}\p{M}*)Σ([^\p{L}\p{M}]|$)"
-# Characters that end a word for BERT: whitespace, ASCII symbols, Unicode punctuation, CJK ideographs.
-_WORD_BREAK = (
-    r"[\s!-/:-@\[-`{-~\p{P}"
-    r"\x{4E00}-\x{9FFF}\x{3400}-\x{4DBF}\x{20000}-\x{2A6DF}\x{2A700}-\x{2B73F}"
-    r"\x{2B740}-\x{2B81F}\x{2B820}-\x{2CEAF}\x{F900}-\x{FAFF}\x{2F800}-\x{2FA1F}]"
-)
-# A private-use character: never in a vocab, kept by FastBertTokenizer, so it becomes one [UNK].
-# (Private-use characters of the input are C* and were removed before it is inserted.)
-_UNK_PLACEHOLDER = "\ue000"
+# The same rule on raw text, where NULs (removed before it in bert_normalize) may sit around the Σ.
+# The replacement keeps byte lengths (Σ and ς are both two bytes), so offsets stay valid.
+_FINAL_SIGMA_AMID_NULS = r"(\p{L}[\p{M}\x00]*)Σ(\x00*(?:[^\p{L}\p{M}\x00]|$))"
 # A UTF-8 character takes at most 4 bytes.
 _MAX_BYTES_PER_CHAR = 4
 
 DEFAULT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+# Model Garden's names for the special-token ids (get_special_tokens_dict) and BERT's tokens for them.
+SPECIAL_TOKEN_KEYS = {
+    "start_of_sequence_id": "[CLS]",
+    "end_of_segment_id": "[SEP]",
+    "padding_id": "[PAD]",
+    "mask_id": "[MASK]",
+}
 
 
 def bert_normalize(texts, *, lower_case=True, strip_accents=None):
@@ -66,7 +68,9 @@ class WordPieceTokenizer:
             instead of splitting "[MASK]" into "[", "mask", "]".
         max_chars_per_word: words longer than this many characters become [UNK] (100 in BERT).
 
-    `tokenize(texts)` takes a string tensor of shape [B] and returns an int32 RaggedTensor [B, (tokens)].
+    `tokenize(texts)` takes a string tensor of shape [B] and returns an int32 RaggedTensor [B, (tokens)];
+    `tokenize_with_offsets(texts)` adds each token's int64 byte offsets into the original text;
+    `get_special_tokens_dict()` gives Model Garden's special ids.
     """
 
     def __init__(
@@ -100,6 +104,7 @@ class WordPieceTokenizer:
             lower_case_nfd_strip_accents=False,
         )
         self._id_to_token = tf.constant(self.vocab)
+        self._is_continuation = tf.constant([token.startswith("##") for token in self.vocab])
 
     @property
     def cls_id(self):
@@ -125,54 +130,114 @@ class WordPieceTokenizer:
     def vocab_size(self):
         return len(self.vocab)
 
+    def get_special_tokens_dict(self):
+        """Model Garden's special-token ids: start_of_sequence_id ([CLS]), end_of_segment_id ([SEP]),
+        padding_id ([PAD]), mask_id ([MASK], left out when the vocab lacks it) and vocab_size."""
+        ids = {"vocab_size": self.vocab_size}
+        for key, token in SPECIAL_TOKEN_KEYS.items():
+            if token in self.token_to_id:
+                ids[key] = self.token_to_id[token]
+        return ids
+
     def normalize(self, texts):
-        """This tokenizer's `bert_normalize` of [B] texts (long words are handled in `_tokenize_plain`)."""
+        """This tokenizer's `bert_normalize` of [B] texts (long words are handled in `_wordpiece`)."""
         return bert_normalize(texts, lower_case=self.lower_case, strip_accents=self.strip_accents)
-
-    def _tokenize_plain(self, texts):
-        """WordPiece ids of [B] texts, with BERT's 100-*character* word limit.
-
-        FastBertTokenizer caps words in bytes, so words over the limit in characters are replaced by
-        one placeholder ([UNK]) first. Only a text with a run of more non-space characters than the
-        limit can hold such a word (a word never spans a space), so batches without one skip that step.
-        """
-        normalized = self.normalize(texts)
-        long_run = tf.strings.regex_full_match(normalized, f"(?s).*\\S{{{self.max_chars_per_word + 1}}}.*")
-
-        # A cond: splitting words is slower than the whole tokenization, and is almost never needed.
-        marked = tf.cond(tf.reduce_any(long_run), lambda: self._mark_long_words(normalized), lambda: normalized)
-        return self._fast.tokenize(marked)
-
-    def _mark_long_words(self, texts):
-        """Replace each word longer than max_chars_per_word characters by one placeholder -> [UNK]."""
-        # Word breaks are put between \x01 marks (a control character: none is left after normalize).
-        pieces = tf.strings.split(tf.strings.regex_replace(texts, f"({_WORD_BREAK})", "\x01\\1\x01"), "\x01")
-        lengths = tf.strings.length(pieces.flat_values, unit="UTF8_CHAR")
-        marked = tf.where(lengths > self.max_chars_per_word, _UNK_PLACEHOLDER, pieces.flat_values)
-        return tf.strings.reduce_join(pieces.with_flat_values(marked), axis=1)
 
     def tokenize(self, texts):
         """[B] strings -> int32 RaggedTensor [B, (tokens)]."""
+        return self._tokenize(texts, with_offsets=False)[0]
+
+    def tokenize_with_offsets(self, texts):
+        """[B] strings -> (ids, starts, ends): int32 ids and int64 byte offsets, RaggedTensors [B, (tokens)].
+
+        `texts[b][starts[b, i]:ends[b, i]]` (in UTF-8 bytes) is the original text of token i: from
+        its first to its last original character, accents and capitals as written; for "##" pieces
+        the part of the word they cover; for [UNK] the whole word; for a kept special token itself.
+        """
+        return self._tokenize(texts, with_offsets=True)
+
+    def _tokenize(self, texts, with_offsets):
         texts = tf.convert_to_tensor(texts, dtype=tf.string)
         if not (self.keep_special_tokens and self.special_tokens):
-            return self._tokenize_plain(texts)
-        return self._tokenize_keeping_specials(texts)
+            return self._tokenize_plain(texts, with_offsets)
+        return self._tokenize_keeping_specials(texts, with_offsets)
 
-    def _tokenize_keeping_specials(self, texts):
+    def _tokenize_plain(self, texts, with_offsets):
+        """(ids,) of [B] texts, or (ids, starts, ends) with offsets into `texts` `with_offsets`."""
+        if not with_offsets:
+            return (self._wordpiece(self.normalize(texts)),)
+        if self.lower_case:
+            texts = tf.strings.regex_replace(texts, _FINAL_SIGMA_AMID_NULS, "\\1ς\\2")
+        normalized, to_original = normalize_with_offsets(texts, self.normalize)
+        ids, starts, ends = self._wordpiece(normalized, with_offsets=True)
+        return (ids, *to_original(starts, ends))
+
+    def _wordpiece(self, normalized, with_offsets=False):
+        """WordPiece ids (with_offsets: ids, starts, ends into `normalized`) of normalised [B] texts,
+        with BERT's 100-*character* word limit.
+
+        FastBertTokenizer caps words in bytes (at 4 bytes per character of the limit), so the pieces of
+        a word over the limit in characters are merged into one [UNK] afterwards. Only a text with a
+        run of more non-space characters than the limit can hold such a word, so batches without one
+        skip that step (a cond: it costs more than the tokenization, and is almost never needed), and
+        offsets (which slow FastBertTokenizer down by a third) are found only when needed.
+        """
+        long_run = tf.reduce_any(
+            tf.strings.regex_full_match(normalized, f"(?s).*\\S{{{self.max_chars_per_word + 1}}}.*")
+        )
+        if with_offsets:
+            tokens = self._fast.tokenize_with_offsets(normalized)
+            return tf.cond(long_run, lambda: self._unk_long_words(normalized, *tokens), lambda: tokens)
+        return tf.cond(
+            long_run,
+            lambda: self._unk_long_words(normalized, *self._fast.tokenize_with_offsets(normalized))[0],
+            lambda: self._fast.tokenize(normalized),
+        )
+
+    def _unk_long_words(self, normalized, ids, starts, ends):
+        """Replace the pieces of each word longer than max_chars_per_word characters by one [UNK]."""
+        rows, flat_ids = ids.value_rowids(), ids.flat_values
+        lengths = ends.flat_values - starts.flat_values
+        piece_chars = tf.strings.length(
+            tf.strings.substr(tf.gather(normalized, rows), starts.flat_values, lengths), unit="UTF8_CHAR"
+        )
+        # A word is a first piece and the "##" pieces after it (a row always starts a word).
+        continues = tf.gather(self._is_continuation, flat_ids)
+        word = tf.cumsum(tf.cast(~continues, tf.int64)) - 1
+        too_long = tf.gather(tf.math.segment_sum(piece_chars, word) > self.max_chars_per_word, word)
+        word_ends = tf.gather(tf.math.segment_max(ends.flat_values, word), word)
+        keep = ids.with_flat_values(~(too_long & continues))
+        merged = (
+            tf.where(too_long, self._unk_id, flat_ids),
+            starts.flat_values,
+            tf.where(too_long, word_ends, ends.flat_values),
+        )
+        return tuple(tf.ragged.boolean_mask(ids.with_flat_values(values), keep) for values in merged)
+
+    def _tokenize_keeping_specials(self, texts, with_offsets):
         """Split the raw text around special tokens, tokenize the rest, put the special ids back in place."""
         pattern = "|".join(_regex_escape(token) for token in self.special_tokens)
-        pieces = tf_text.regex_split(texts, pattern, keep_delim_regex_pattern=pattern)  # [B, (pieces)]
+        pieces, piece_starts, piece_ends = tf_text.regex_split_with_offsets(
+            texts, pattern, keep_delim_regex_pattern=pattern
+        )  # [B, (pieces)]
         flat = pieces.flat_values
         is_special = tf.strings.regex_full_match(flat, pattern)
         # Special pieces tokenize to nothing in one part and to their one id in the other; concat joins them.
-        ordinary = self._tokenize_plain(tf.where(is_special, "", flat))
+        ordinary = self._tokenize_plain(tf.where(is_special, "", flat), with_offsets)
         special_ids = tf.gather(
             tf.constant([self.token_to_id[token] for token in self.special_tokens], tf.int32),
             _index_of(flat, self.special_tokens),
         )
-        specials = tf.ragged.boolean_mask(special_ids[:, None], is_special[:, None])
-        merged = tf.concat([ordinary, specials], axis=1)
-        return tf.RaggedTensor.from_row_splits(merged, pieces.row_splits).merge_dims(1, 2)
+        piece_lengths = piece_ends.flat_values - piece_starts.flat_values
+        specials = (special_ids, tf.zeros_like(piece_lengths), piece_lengths)  # offsets within the piece
+        merged = []
+        for ordinary_part, special_part in zip(ordinary, specials):  # ids (and offsets)
+            special_part = tf.ragged.boolean_mask(special_part[:, None], is_special[:, None])
+            merged.append(tf.concat([ordinary_part, special_part], axis=1))  # [pieces, (tokens)]
+        if with_offsets:  # offsets within a piece -> offsets within its text
+            shift = tf.gather(piece_starts.flat_values, merged[1].value_rowids())
+            merged[1:] = [part.with_flat_values(part.flat_values + shift) for part in merged[1:]]
+        return tuple(tf.RaggedTensor.from_row_splits(part, pieces.row_splits).merge_dims(1, 2) for part in merged)
 
     def id_to_token(self, ids):
         """Token strings of ids (any shape, ragged or not)."""
@@ -193,32 +258,54 @@ def _index_of(strings, choices):
     return index
 
 
+def one_of_aliases(names, values):
+    """The value given under either of two names (nlpkit's, Model Garden's); both given must agree."""
+    given = {name: value for name, value in zip(names, values) if value is not None}
+    if len(set(map(repr, given.values()))) > 1:
+        raise NlpkitError(f"{' and '.join(names)} disagree ({given})", hint="pass only one of them")
+    return next(iter(given.values()), None)
+
+
 @keras.saving.register_keras_serializable(package="nlpkit")
 class BertTokenizer(keras.layers.Layer):
     """Keras preprocessing layer: raw text -> WordPiece ids of the original BERT tokenizer.
 
     Runs on TensorFlow tensors only (inside tf.data, a tf.function or an exported SavedModel).
+    Takes Model Garden's `BertTokenizer` arguments too (`vocab_file`, `strip_diacritics`,
+    `tokenizer_kwargs={"lower_case": ...}`); the config keeps nlpkit's names.
 
     Args:
         vocabulary: vocab.txt path or list of tokens (holding [PAD], [UNK], [CLS], [SEP]).
-        lower_case: lower-case the text.
-        strip_accents: drop accents (None: same as lower_case).
+            `vocab_file` is the same (Model Garden's name).
+        lower_case: lower-case the text (None: True, as tensorflow-text).
+        strip_accents: drop accents (combining marks after NFD; None: same as lower_case).
+            `strip_diacritics` is the same.
         special_tokens: tokens recognised whole in the text when keep_special_tokens is set.
         keep_special_tokens: emit [MASK] etc. written in the text as their own id.
         max_chars_per_word: longer words become [UNK].
+        tokenize_with_offsets: return `(ids, starts, ends)` instead of ids: int64 byte offsets into
+            the original string of each token (see `WordPieceTokenizer.tokenize_with_offsets`).
+        tokenizer_kwargs: Model Garden's options for tensorflow-text's tokenizer; only `lower_case`
+            has a meaning here.
 
     Input: string tensor [B] (or a scalar string). Output: int32 RaggedTensor [B, (tokens)]
-    (or a 1-D int32 tensor for a scalar input).
+    (or a 1-D int32 tensor for a scalar input); with tokenize_with_offsets, that and two int64
+    tensors of the same shape. `get_special_tokens_dict()` gives Model Garden's special ids.
     """
 
     def __init__(
         self,
-        vocabulary,
+        vocabulary=None,
         lower_case=True,
         strip_accents=None,
         special_tokens=DEFAULT_SPECIAL_TOKENS,
         keep_special_tokens=False,
         max_chars_per_word=100,
+        tokenize_with_offsets=False,
+        *,
+        vocab_file=None,
+        strip_diacritics=None,
+        tokenizer_kwargs=None,
         **kwargs,
     ):
         kwargs.setdefault("trainable", False)
@@ -226,26 +313,44 @@ class BertTokenizer(keras.layers.Layer):
         # Strings and ragged tensors pass through Keras' __call__ as they are.
         self._convert_input_args = False
         self._allow_non_tensor_positional_args = True
+        unknown = sorted(set(tokenizer_kwargs or {}) - {"lower_case"})
+        if unknown:
+            raise NlpkitError(f"BertTokenizer(tokenizer_kwargs=...) has options {unknown} nlpkit does not take",
+                              hint="only lower_case is supported there; drop the others")
+        lower_case = one_of_aliases(("lower_case", "tokenizer_kwargs lower_case"),
+                             (lower_case, (tokenizer_kwargs or {}).get("lower_case")))
+        vocabulary = one_of_aliases(("vocabulary", "vocab_file"), (vocabulary, vocab_file))
+        if vocabulary is None:
+            raise NlpkitError("BertTokenizer needs a vocabulary", hint="pass vocabulary= (or vocab_file=) a vocab.txt")
         self.vocabulary = str(vocabulary) if not isinstance(vocabulary, (list, tuple)) else list(vocabulary)
-        self.lower_case = lower_case
-        self.strip_accents = strip_accents
+        self.lower_case = True if lower_case is None else lower_case
+        self.strip_accents = one_of_aliases(("strip_accents", "strip_diacritics"), (strip_accents, strip_diacritics))
         self.special_tokens = list(special_tokens)
         self.keep_special_tokens = keep_special_tokens
         self.max_chars_per_word = max_chars_per_word
+        self.tokenize_with_offsets = tokenize_with_offsets
         self.tokenizer = WordPieceTokenizer(
             self.vocabulary,
-            lower_case=lower_case,
-            strip_accents=strip_accents,
+            lower_case=self.lower_case,
+            strip_accents=self.strip_accents,
             special_tokens=special_tokens,
             keep_special_tokens=keep_special_tokens,
             max_chars_per_word=max_chars_per_word,
         )
 
+    @property
+    def vocab_size(self):
+        return self.tokenizer.vocab_size
+
+    def get_special_tokens_dict(self):
+        return self.tokenizer.get_special_tokens_dict()
+
     def call(self, inputs):
         inputs = tf.convert_to_tensor(inputs, dtype=tf.string)
+        tokenize = self.tokenizer.tokenize_with_offsets if self.tokenize_with_offsets else self.tokenizer.tokenize
         if inputs.shape.rank == 0:
-            return self.tokenizer.tokenize(inputs[None])[0]
-        return self.tokenizer.tokenize(inputs)
+            return tf.nest.map_structure(lambda part: part[0], tokenize(inputs[None]))
+        return tokenize(inputs)
 
     def get_config(self):
         config = super().get_config()
@@ -256,5 +361,6 @@ class BertTokenizer(keras.layers.Layer):
             special_tokens=self.special_tokens,
             keep_special_tokens=self.keep_special_tokens,
             max_chars_per_word=self.max_chars_per_word,
+            tokenize_with_offsets=self.tokenize_with_offsets,
         )
         return config

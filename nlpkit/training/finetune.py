@@ -1,4 +1,9 @@
-"""Fine-tuning a text classifier: encoder (model directory, pretraining run or preset) + head.
+"""Fine-tuning an encoder (model directory, pretraining run or preset) + a task head.
+
+Tasks (`--task`): "classification" (TextClassifier, classification or SNGP head), and the recipes of
+`nlpkit.training.tasks`: "multi-label", "regression", "token-classification". Every task trains in
+the same loop below; the best evaluation is the highest validation accuracy for classification and
+the lowest validation loss for the others.
 
 `finetune(FinetuneConfig(...))` reads labelled data, packs it with the model's own tokenizer and
 trains on the shared runtime (`nlpkit.training.runtime`): strategy, precision, jit, gradient
@@ -6,7 +11,9 @@ accumulation, AdamW with warm-up and decay, checkpoints with exact resume, Tenso
 evaluates every `eval_every` updates (default: once per epoch), keeps the best evaluation by
 validation accuracy (early stopping after `patience` evaluations without gain), and makes OUTPUT a
 model directory whose config.json records the head, the label names and the sequence length, so
-evaluate / predict / export need only that folder.
+evaluate / predict / export need only that folder. With `calibrate` (the default) a temperature
+(classification head) or mean-field factor (SNGP) is fitted on the validation split after training
+and kept in the model (config.json), with its report under the head's "calibration".
 
 OUTPUT is the run directory while it trains (finetune_config.json, checkpoints/, logs/,
 best.weights.npz); running the same command on an interrupted OUTPUT resumes it.
@@ -40,7 +47,10 @@ class FinetuneConfig:
     vocab: str = None
     validation: str = None
     validation_split: float = 0.1
-    head: str = "classification"
+    task: str = "classification"
+    head: str = None  # None: the task's default head (`nlpkit.training.tasks.check_task_head`)
+    label_separator: str = None  # multi-label cells "a|b" (default: JSON lists or one label)
+    tag_scheme: str = "iob2"  # token-classification files: iob2 | iob1 | none
     pooling: str = None  # None: the head's default (TextClassifier)
     epochs: int = 3
     max_steps: int = None  # None: epochs x updates per epoch
@@ -68,10 +78,12 @@ class FinetuneConfig:
     jit: bool = False
     seed: int = 0
     overwrite: bool = False
+    calibrate: bool = True  # fit a temperature / mean-field factor on the validation split after training
 
     def identity(self):
-        """The fields a resumed run must share with the interrupted one."""
-        return {k: v for k, v in asdict(self).items() if k not in ("output", "tpu", "strategy", "overwrite")}
+        """The fields a resumed run must share with the interrupted one (calibration follows training)."""
+        return {k: v for k, v in asdict(self).items()
+                if k not in ("output", "tpu", "strategy", "overwrite", "calibrate")}
 
 
 @dataclass(frozen=True)
@@ -96,12 +108,20 @@ def _plan(config, train_examples):
 
 
 def _check_options(config):
+    from nlpkit.data.token_tags import SCHEMES
     from nlpkit.layers.heads import POOLINGS
-    from nlpkit.models.classifier import HEADS
+    from nlpkit.training.tasks import check_task_head
 
-    for option, value, choices in (("--head", config.head, HEADS), ("--pooling", config.pooling, POOLINGS)):
+    config.head = check_task_head(config.task, config.head)
+    for option, value, choices in (("--pooling", config.pooling, POOLINGS), ("--tag-scheme", config.tag_scheme, SCHEMES)):
         if value is not None and value not in choices:
             raise NlpkitError(f"{option} {value!r} is not one of {', '.join(choices)}")
+    for option, value, task in (("--class-weights", config.class_weights, "classification"),
+                                ("--label-separator", config.label_separator, "multi-label")):
+        if value and config.task != task:
+            raise NlpkitError(f"{option} is for --task {task}, not {config.task}")
+    if config.pooling is not None and config.task == "token-classification":
+        raise NlpkitError("--pooling is for heads that pool the text, not --task token-classification")
     runtime.check_precision(config.precision)
     runtime.check_learning_rate(config.learning_rate)
     check_at_least(1, **{"--epochs": config.epochs, "--batch-size": config.batch_size, "--max-steps": config.max_steps,
@@ -137,11 +157,17 @@ def _check_output(config):
 
 
 def _datasets(config, packer):
+    """({"train": (inputs, targets), "validation": ...}, encoding, skipped empty rows); the encoding is the
+    label names for classification, the task's encoding (`nlpkit.training.tasks`) otherwise."""
+    if config.task != "classification":
+        from nlpkit.training.tasks import task_datasets
+
+        return task_datasets(config, packer)
     columns = dict(text_column=config.text_column, pair_column=config.pair_column,
                    label_column=config.label_column, empty_rows=config.empty_rows)
-    train = data.read_examples(config.train, **columns)
+    train = data.read_examples(config.train, option="--train", **columns)
     if config.validation:
-        validation = data.read_examples(config.validation, **columns)
+        validation = data.read_examples(config.validation, option="--validation", **columns)
     else:
         train, validation = data.split_validation(train, config.validation_split, config.seed)
     names = data.label_names(train.labels)
@@ -180,13 +206,19 @@ def _train_dataset(config, x, y, micro_batch, skip_batches, weights=None):
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
+def _monitor(task):
+    """(logged name, sign) of the validation score the keeper maximises: accuracy, or minus the loss."""
+    return ("val_accuracy", 1.0) if task == "classification" else ("val_loss", -1.0)
+
+
 class _BestKeeper(keras.callbacks.Callback):
-    """At every evaluation: keep the weights of the best validation accuracy (RUN/best.weights.npz)
+    """At every evaluation: keep the weights of the best validation score (`_monitor`; RUN/best.weights.npz)
     and stop after `patience` evaluations without gain. Its state travels in the checkpoints."""
 
-    def __init__(self, run, patience, chief, state):
+    def __init__(self, run, patience, chief, state, task="classification"):
         super().__init__()
         self.run, self.patience, self.chief = Path(run), patience, chief
+        self.monitor, self.sign = _monitor(task)
         self.best = state.get("best", -math.inf)
         self.best_step = state.get("best_step")
         self.wait = state.get("wait", 0)
@@ -196,12 +228,13 @@ class _BestKeeper(keras.callbacks.Callback):
         return {"best": self.best, "best_step": self.best_step, "wait": self.wait, "evaluations": self.evaluations}
 
     def on_epoch_end(self, epoch, logs=None):
-        if "val_accuracy" not in (logs or {}) or not math.isfinite(float(logs["loss"])):
+        if self.monitor not in (logs or {}) or not math.isfinite(float(logs["loss"])):
             return
         step = epoch + 1
         self.evaluations.append({"step": step, **{k: float(v) for k, v in logs.items()}})
-        if float(logs["val_accuracy"]) > self.best:
-            self.best, self.best_step, self.wait = float(logs["val_accuracy"]), step, 0
+        score = self.sign * float(logs[self.monitor])
+        if score > self.best:
+            self.best, self.best_step, self.wait = score, step, 0
             if self.chief:
                 with atomic_file(self.run / BEST_WEIGHTS) as tmp, open(tmp, "wb") as handle:
                     np.savez(handle, **checkpoints.arrays_of(checkpoints.model_keys(self.model)))
@@ -242,22 +275,37 @@ def _load_encoder(config, strategy):
         return runtime.start_encoder(config.model, config.preset, config.vocab, config.lower_case)
 
 
-def _build_classifier(config, strategy, encoder, train_x, num_classes, plan):
-    """The compiled classifier (its optimizer built), under --precision and the strategy."""
-    from nlpkit.models.classifier import TextClassifier
+def _model_recipe(config, encoder, encoding, strategy):
+    """(model builder, loss, metrics) of the task; the model class is patched for the strategy."""
+    wrap = lambda model_class: runtime.for_strategy(model_class, strategy)  # noqa: E731
+    if config.task == "classification":
+        from nlpkit.models.classifier import TextClassifier
 
+        def build():
+            return wrap(TextClassifier)(encoder, num_classes=len(encoding), head=config.head, pooling=config.pooling)
+
+        return build, keras.losses.SparseCategoricalCrossentropy(from_logits=True), [
+            keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    from nlpkit.training.tasks import get_task
+
+    task = get_task(config.task)
+    options = {} if config.pooling is None else {"pooling": config.pooling}
+    return lambda: task.build_model(encoder, encoding, wrap=wrap, **options), task.loss(), []
+
+
+def _build_classifier(config, strategy, encoder, train_x, encoding, plan):
+    """The compiled task model (its optimizer built), under --precision and the strategy."""
+    build, loss, model_metrics = _model_recipe(config, encoder, encoding, strategy)
     with runtime.precision_policy(config.precision):
         # Created outside the strategy's scope, built inside it: see `nlpkit.training.pretrain._build_model`.
-        model = runtime.for_strategy(TextClassifier, strategy)(
-            encoder, num_classes=num_classes, head=config.head, pooling=config.pooling)
+        model = build()
     with runtime.precision_policy(config.precision), runtime.scope(strategy):
         model({name: ids[:1] for name, ids in train_x.items()})  # build, so the optimizer sees every variable
         optimizer = runtime.build_optimizer(
             model, learning_rate=config.learning_rate, total_steps=plan.max_steps, warmup_steps=plan.warmup_steps,
             weight_decay=config.weight_decay, clip_norm=config.clip_norm,
             accumulation_steps=config.accumulation_steps, precision=config.precision)
-        model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")], jit_compile=config.jit)
+        model.compile(optimizer=optimizer, loss=loss, metrics=model_metrics, jit_compile=config.jit)
     return model
 
 
@@ -274,34 +322,71 @@ def finetune(config, *, on_start=None, on_step=None):
     described = runtime.describe_strategy(strategy, config.batch_size)
     keras.utils.set_random_seed(config.seed)
     encoder, encoder_config, vocab, lower_case = _load_encoder(config, strategy)
-    packed, names, skipped = _datasets(config, data.TextPacker(vocab, config.seq_length, lower_case=lower_case))
+    packed, encoding, skipped = _datasets(config, data.TextPacker(vocab, config.seq_length, lower_case=lower_case))
     runtime.check_seq_length_fits(config.seq_length, encoder)  # after the data: its errors come first
-    (train_x, train_y), (val_x, val_y) = packed["train"], packed["validation"]
+    (train_x, train_y), (_, val_y) = packed["train"], packed["validation"]
     plan = _plan(config, len(train_y))
-    model = _build_classifier(config, strategy, encoder, train_x, len(names), plan)
+    model = _build_classifier(config, strategy, encoder, train_x, encoding, plan)
     existed = output.exists()
     rules = dict(config_file=RUN_CONFIG, kind="a model directory", command="nlpkit finetune", finished=_is_model_dir)
     with runtime.open_run_dir(config, overwrite=config.overwrite, chief=chief, **rules) as (work, last):
         state = runtime.restore_checkpoint(last, model, model.optimizer) if last is not None else {"step": 0}
-        keeper = _BestKeeper(work, config.patience, chief, state)
+        keeper = _BestKeeper(work, config.patience, chief, state, config.task)
         if on_start is not None:
             on_start(plan.max_steps, state["step"])
         if state["step"] < plan.max_steps and not state.get("stopped"):
-            failure = _train(config, plan, model, strategy, packed, names, keeper, work, chief, state, on_step)
+            failure = _train(config, plan, model, strategy, packed, encoding, keeper, work, chief, state, on_step)
             if failure is not None:
                 if chief and last is None and work == output and not existed:
                     shutil.rmtree(work, ignore_errors=True)  # nothing to resume: leave nothing behind
                 raise failure
+        calibration = None
         if chief:
             keeper.restore_best(model)
-            head = {"task": "classification", "type": config.head, "labels": names, "seq_length": config.seq_length,
-                    "text_column": config.text_column, "pair_column": config.pair_column,
-                    "label_column": config.label_column}
-            runtime.publish_model_dir(model, encoder_config, vocab, lower_case, work, head=head)
-    best = max(keeper.evaluations, key=lambda row: row.get("val_accuracy", 0.0)) if keeper.evaluations else {}
-    return {"output": str(output), "labels": names, "train_examples": len(train_y), "validation_examples": len(val_y),
+            if config.calibrate:
+                calibration, encoding = _calibrate(config, model, packed["validation"], encoding)
+            runtime.publish_model_dir(model, encoder_config, vocab, lower_case, work,
+                                      head=_head_record(config, encoding, calibration))
+    monitor, sign = _monitor(config.task)
+    best = max(keeper.evaluations, key=lambda row: sign * row.get(monitor, -sign * math.inf)) if keeper.evaluations else {}
+    return {"output": str(output), "labels": _label_names(encoding), "train_examples": len(train_y), "validation_examples": len(val_y),
             "skipped_empty": skipped, "history": keeper.evaluations, "best": best, "start_step": state["step"],
-            "steps": plan.max_steps, "strategy": described, "config": asdict(config)}
+            "steps": plan.max_steps, "strategy": described, "calibration": calibration, "config": asdict(config)}
+
+
+def _label_names(encoding):
+    """Label (or tag) names of the task's encoding; None for regression."""
+    return encoding if isinstance(encoding, list) else getattr(encoding, "names", None)
+
+
+def _head_record(config, encoding, calibration):
+    """config.json's "head": what evaluate / predict / export need besides the Keras model."""
+    head = {"task": config.task, "type": config.head, "labels": _label_names(encoding),
+            "seq_length": config.seq_length, "text_column": config.text_column, "pair_column": config.pair_column,
+            "label_column": config.label_column, "calibration": calibration}
+    if config.task != "classification":
+        head.update(encoding=encoding.get_config(), label_separator=config.label_separator)
+    return head
+
+
+def _calibrate(config, model, validation, encoding):
+    """(report, encoding) of the post-hoc calibration fitted on the validation split: a temperature or
+    mean-field factor for classification (`nlpkit.training.calibration`), per-label thresholds for
+    multi-label (kept in the model and the encoding); {"skipped": why} when there is nothing to fit."""
+    from nlpkit.models.inference import run_in_batches
+    from nlpkit.training.calibration import calibrate, calibrate_thresholds
+
+    inputs, labels = validation
+    if config.task not in ("classification", "multi-label"):
+        return None, encoding
+    if len(labels) == 0:
+        return {"skipped": "no validation split"}, encoding
+    if config.task == "multi-label":
+        return calibrate_thresholds(model, inputs, labels, encoding, config.batch_size)
+    head_outputs = run_in_batches(model.head_outputs, len(labels),
+                                  lambda start, stop: {name: ids[start:stop] for name, ids in inputs.items()},
+                                  config.batch_size)
+    return calibrate(model, head_outputs, labels), encoding
 
 
 def _train(config, plan, model, strategy, packed, names, keeper, work, chief, state, on_step):

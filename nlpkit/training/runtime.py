@@ -28,8 +28,11 @@ import keras  # noqa: E402
 from nlpkit.errors import NlpkitError  # noqa: E402
 from nlpkit.io import atomic_file, new_temp_dir, remove_stale_temps, run_lock, swap_in  # noqa: E402
 from nlpkit.training.checkpoints import latest_checkpoint, restore_checkpoint, save_checkpoint  # noqa: E402, F401
+from nlpkit.training.precision import (  # noqa: E402, F401 - the runtime's precision options, in their own module
+    PRECISIONS, AutoChoice, auto_choice, auto_jit, check_precision, choose_auto, cpu_flags, precision_policy,
+    resolve_precision_and_jit, this_device,
+)
 
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -42,11 +45,6 @@ def check_learning_rate(learning_rate):
         raise NlpkitError(f"--learning-rate must be a positive number, got {learning_rate}", hint="e.g. --learning-rate 5e-5")
 
 
-def check_precision(precision):
-    if precision not in PRECISIONS:
-        raise NlpkitError(f"unknown --precision {precision!r}", hint=f"use one of {', '.join(PRECISIONS)}")
-
-
 def check_seq_length_fits(seq_length, encoder):
     """Checked here: the encoder's own error would reach the user wrapped in Keras' call-time text."""
     longest = getattr(encoder, "max_sequence_length", None)
@@ -56,16 +54,6 @@ def check_seq_length_fits(seq_length, encoder):
             f"--seq-length {seq_length} exceeds the model's max_sequence_length {longest}",
             hint=f"pass --seq-length {longest} or less",
         )
-
-
-@contextlib.contextmanager
-def precision_policy(precision):
-    """Build models under the `--precision` policy; float32 again afterwards (for the next command)."""
-    keras.config.set_dtype_policy(precision)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy("float32")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -167,17 +155,27 @@ def prepare_run_dir(config, *, config_file, kind, overwrite=False, chief=True, f
 
 def _resume_or_restart(run, saved, config, config_file):
     last = latest_checkpoint(run)
-    differences = _differences(config, json.loads(saved.read_text(encoding="utf-8")))
+    previous = json.loads(saved.read_text(encoding="utf-8"))
+    differences = _differences(config, previous)
     if not differences:
         return run, last
     if last is not None or (run / "config.json").exists():
         raise NlpkitError(
             f"{run} holds a different run (differs in: {', '.join(differences)})",
-            hint="run the same command to resume, or pass --overwrite / another --output",
+            hint=_resume_hint(differences, previous),
         )
     # A run that stopped before its first checkpoint has nothing to lose: start it afresh.
     _write_run_config(run, config, config_file)
     return run, None
+
+
+def _resume_hint(differences, previous):
+    """How to resume: the same command, and where only the precision / XLA differ (a run started
+    before `--precision auto` was the default, or on another machine), the options it ran with."""
+    if set(differences) <= {"precision", "jit"} and "precision" in previous:
+        jit = "--jit" if previous.get("jit") else "--no-jit"
+        return f"to resume it, pass --precision {previous['precision']} {jit}; or pass --overwrite / another --output"
+    return "run the same command to resume, or pass --overwrite / another --output"
 
 
 def _differences(config, previous):
@@ -329,6 +327,7 @@ def start_encoder(model=None, preset=None, vocab=None, lower_case=True):
     and needs --vocab otherwise. A model directory may hold an encoder (build / convert / pretrain)
     or a classifier, whose encoder is taken (fine-tuning or pretraining again from a fine-tuned model).
     """
+    from nlpkit.data.bundled import bert_vocab_for
     from nlpkit.encoders.presets import build_encoder, encoder_config, load_config
     from nlpkit.text.vocab import check_vocab_fits
 
@@ -336,7 +335,7 @@ def start_encoder(model=None, preset=None, vocab=None, lower_case=True):
         raise NlpkitError("pass exactly one of --model and --preset")
     if preset is not None:
         preset_config = load_config(preset)
-        vocab = vocab or bundled_vocab_for(preset, preset_config.get("vocab_size"))
+        vocab = vocab or bert_vocab_for(preset_config.get("vocab_size"), f"--preset {preset}")
         check_vocab_fits(vocab, preset_config.get("vocab_size"))
         encoder = build_encoder(preset_config)
         return encoder, encoder_config(encoder), str(vocab), lower_case
@@ -350,15 +349,3 @@ def start_encoder(model=None, preset=None, vocab=None, lower_case=True):
         raise NlpkitError(f"--model {model} has no tokenizer assets", hint="pass --vocab")
     check_vocab_fits(vocab, encoder_config(encoder).get("vocab_size"))
     return encoder, encoder_config(encoder), str(vocab), assets.get("lower_case", lower_case)
-
-
-def bundled_vocab_for(preset, vocab_size):
-    from nlpkit.data.bundled import bert_vocab_path
-
-    bundled = bert_vocab_path()
-    with open(bundled, encoding="utf-8") as handle:
-        size = sum(1 for _ in handle)
-    if vocab_size not in (None, size):  # None: the preset does not say; the tokenizer check decides
-        raise NlpkitError(f"--preset {preset} has vocab_size {vocab_size}, not the bundled BERT vocab's {size}",
-                          hint="pass --vocab with the vocab the preset is meant for")
-    return bundled

@@ -74,3 +74,12 @@ def test_real_process_prints_only_the_error_line(tmp_path):
         "(pass --vocab PATH of a vocab.txt or .model file)"
     ]
     assert result.stdout == ""
+
+
+def test_an_error_naming_a_path_with_brackets_is_printed_as_plain_text(capsys, monkeypatch, tmp_path):
+    # rich would read "[/b]" as a closing markup tag and crash with a traceback instead
+    model = tmp_path / "models[" / "b]"  # the path text holds "[/b]"; it does not exist
+    code, out, err = run_cli(["predict", "--model", model, "a text"], capsys, monkeypatch)
+    assert code == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert str(model) in err

@@ -304,10 +304,10 @@ class _NanClassifier:
 
     labels = ["a", "b"]
 
-    def __init__(self, model_dir):
+    def __init__(self, model_dir, *args, **kwargs):
         pass
 
-    def predict(self, texts, batch_size=64):
+    def predict(self, texts, *args, **kwargs):
         return texts
 
     def records(self, outputs):
@@ -315,9 +315,9 @@ class _NanClassifier:
 
 
 def test_predict_json_stays_valid_json_with_nan(tmp_path, capsys, monkeypatch):
-    from nlpkit.training import evaluation
+    from nlpkit.models import inference
 
-    monkeypatch.setattr(evaluation, "Classifier", _NanClassifier)
+    monkeypatch.setattr(inference, "InferenceModel", _NanClassifier)
     code, out, err = run_cli(capsys, "predict", "--model", tmp_path, "one", "two")
     assert code == 0, err
 
@@ -368,7 +368,7 @@ def _no_space(*args, **kwargs):
 @pytest.mark.parametrize("writer", ["vocab", "tokenize jsonl", "predict"])
 def test_a_full_disk_is_one_line_and_leaves_no_temp(text, tmp_path, capsys, monkeypatch, writer):
     from nlpkit.data import records
-    from nlpkit.training import evaluation
+    from nlpkit.models import inference
 
     out = tmp_path / "out.txt"
     if writer == "vocab":
@@ -378,7 +378,7 @@ def test_a_full_disk_is_one_line_and_leaves_no_temp(text, tmp_path, capsys, monk
         monkeypatch.setattr(records.JsonLinesWriter, "write_batch", _no_space)
         args = ["tokenize", text, "--vocab", VOCAB, "-o", out, "--format", "jsonl"]
     else:
-        monkeypatch.setattr(evaluation, "Classifier", _NanClassifier)
+        monkeypatch.setattr(inference, "InferenceModel", _NanClassifier)
         monkeypatch.setattr(Path, "write_text", _no_space)
         args = ["predict", "--model", tmp_path, "-o", out, "text"]
     code, _, err = run_cli(capsys, *args)
@@ -446,7 +446,9 @@ def test_demo_force_replaces_the_earlier_demo_once_the_new_one_is_complete(tmp_p
         if args[0] == "vocab":
             Path(args[args.index("--output") + 1]).write_bytes(Path(VOCAB).read_bytes())
         if args[0] == "predict":
-            Path(args[args.index("--output") + 1]).write_text('{"new": true}\n')
+            rows = [{"text": text, "label": "fresh", "probabilities": {"fresh": 0.6, "rotten": 0.4}, "uncertainty": 0.1}
+                    for text in run_all.SENTENCES]
+            Path(args[args.index("--output") + 1]).write_text("".join(json.dumps(row) + "\n" for row in rows))
         return 0.0
 
     monkeypatch.setattr(run_all, "_run_step", step)
@@ -454,6 +456,6 @@ def test_demo_force_replaces_the_earlier_demo_once_the_new_one_is_complete(tmp_p
                            "--reviews-train", 4, "--reviews-test", 2)
     assert code == 0, err
     assert set(seen_old) == {'{"old": true}\n'}
-    assert (tmp_path / "demo" / "predictions.jsonl").read_text() == '{"new": true}\n'
+    assert json.loads((tmp_path / "demo" / "predictions.jsonl").read_text().splitlines()[0])["uncertainty"] == 0.1
     assert (tmp_path / "demo" / "data" / "reviews_train.csv").read_text() != "text,label\nold,fresh\n"
     assert _leftovers(tmp_path / "demo") == []

@@ -16,7 +16,8 @@ from nlpkit.data import bundled
 _RUNNER_VARIABLES = re.compile(r"^(TF_|ABSL|GLOG|PYTHONWARNINGS$|DATASETS_VERBOSITY$|KERAS_BACKEND$)")
 # Lines that are never nlpkit's: absl/glog ("I0000 00:00:..."), Python warnings and logging records.
 _FOREIGN = re.compile(r"^[IWEF]\d{4} |^WARNING|Warning:|warnings\.warn|^(INFO|DEBUG|ERROR):|Traceback")
-DOCTOR_COMPONENTS = {"python", "nlpkit", "tensorflow", "tensorflow-text", "keras", "datasets", "sentencepiece", "jax"}
+DOCTOR_COMPONENTS = {"python", "nlpkit", "tensorflow", "tensorflow-text", "keras", "datasets", "sentencepiece", "jax",
+                     "--precision auto"}
 
 
 def run_as_user(*args):

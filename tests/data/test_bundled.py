@@ -7,7 +7,7 @@ from nlpkit.data import bundled
 
 def test_paths_of_installed_data():
     vocab = bundled.bert_vocab_path().read_text(encoding="utf-8").splitlines()
-    assert len(vocab) == 30522
+    assert len(vocab) == 30522 == bundled.BERT_VOCAB_SIZE
     assert [vocab[i] for i in (0, 100, 101, 102, 103)] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     assert (bundled.minilm_dir() / "config.json").is_file()
     assert bundled.spm_model_path().stat().st_size > 100_000
@@ -31,3 +31,17 @@ def test_write_default_data(tmp_path):
     with open(paths["reviews"], encoding="utf-8", newline="") as handle:
         table = list(csv.DictReader(handle))
     assert [(row["text"], int(row["label"])) for row in table] == bundled.reviews()[:9]
+
+
+def test_multi_class_and_regression_sets_match_the_data_readme():
+    from collections import Counter
+
+    bbc = Counter(label for _, label in bundled.bbc_news())
+    assert bbc == {"business": 510, "entertainment": 386, "politics": 417, "sports": 511, "tech": 401}
+    tweets = Counter(label for _, label in bundled.sentiment_tweets())
+    assert tweets == {"negative": 16186, "neutral": 15018, "positive": 6954}
+    health = Counter(label for _, label in bundled.health_tweets())
+    assert len(health) == 16 and sum(health.values()) == 63326 and health["goodhealth"] == 7864
+    ratings = bundled.movie_snippet_ratings()
+    assert len(ratings) == 10605 and all(-4 <= rating <= 4 for _, rating in ratings)
+    assert all(text and "\n" not in text and "\r" not in text for text, _ in ratings)

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from nlpkit.data.pipeline import LabelEncoder, tokenize_to_disk
+from nlpkit.data.pipeline import tokenize_to_disk
 from nlpkit.data.records import load_records, read_manifest, tf
 from nlpkit.data.sources import open_source
 from nlpkit.errors import NlpkitError
@@ -48,14 +48,14 @@ def test_tfrecord_shards_manifest_and_reader(setup):
     assert on_disk == json.loads(json.dumps(manifest))
     assert on_disk["files"] == ["part-00000.tfrecord", "part-00001.tfrecord"]
     assert on_disk["shard_rows"] == [2, 1] and on_disk["rows"] == 3
-    assert on_disk["label_names"] == ["pos", "neg"]
+    assert on_disk["label_names"] == ["neg", "pos"]  # sorted: the one label encoding
     assert on_disk["truncation"] == {
         "strategy": "round_robin", "truncated_rows": 1, "truncated_fraction": round(1 / 3, 6), "tokens_dropped": 6
     }
     # Raw protos, parsed without nlpkit's reader.
     raw = [tf.train.Example.FromString(r.numpy()) for f in on_disk["files"] for r in tf.data.TFRecordDataset(str(out / f))]
     assert [list(e.features.feature["input_word_ids"].int64_list.value) for e in raw] == EXPECTED_IDS
-    assert [e.features.feature["label"].int64_list.value[0] for e in raw] == [0, 1, 0]
+    assert [e.features.feature["label"].int64_list.value[0] for e in raw] == [1, 0, 1]
     rows = list(load_records(out).as_numpy_iterator())
     np.testing.assert_array_equal([r["input_mask"] for r in rows], EXPECTED_MASK)
     np.testing.assert_array_equal([r["input_type_ids"] for r in rows], EXPECTED_TYPES)
@@ -88,9 +88,3 @@ def test_refuses_to_replace_a_foreign_folder(setup):
     with pytest.raises(NlpkitError, match="not an nlpkit tokenize folder"):
         run(tmp_path, vocab_path, data, "tfrecord", tmp_path / "mine")
     assert (tmp_path / "mine" / "precious.txt").read_text() == "keep"
-
-
-def test_label_encoder():
-    encoder = LabelEncoder()
-    assert encoder.encode(["b", "a", "b", 3, 2.0, True]) == [0, 1, 0, 3, 2, 1]
-    assert encoder.names == ["b", "a"]

@@ -90,9 +90,11 @@ def test_refusals_and_damaged_directories(tmp_path):
         load_model(tmp_path / "m")
 
 
-def test_a_model_directory_written_before_the_redesign_loads_and_predicts_the_same(tmp_path, capsys):
+@pytest.mark.parametrize("fixture", ["classifier_0_1_0", "sngp_0_1_0"])
+def test_a_model_directory_written_before_the_redesign_loads_and_predicts_the_same(tmp_path, capsys, fixture):
     """`fixtures/classifier_0_1_0` was written by nlpkit as of commit d8e3370 (before the session-4
-    redesign: one runtime, registry, mask path), with `nlpkit vocab` + `nlpkit finetune`; the
+    redesign: one runtime, registry, mask path), `fixtures/sngp_0_1_0` (SNGP head, scaled random
+    features) as of commit 106aae1, each with `nlpkit vocab` + `nlpkit finetune`; the
     `.predictions.jsonl` beside it is what that version's `nlpkit predict` printed for the same
     texts. The current code must read the folder as it is and give the same probabilities."""
     import json
@@ -101,8 +103,8 @@ def test_a_model_directory_written_before_the_redesign_loads_and_predicts_the_sa
     from tests.cli import run_cli
 
     fixtures = Path(__file__).parent / "fixtures"
-    model = shutil.copytree(fixtures / "classifier_0_1_0", tmp_path / "cls")  # the fixture stays untouched
-    expected = [json.loads(line) for line in (fixtures / "classifier_0_1_0.predictions.jsonl").read_text().splitlines()]
+    model = shutil.copytree(fixtures / fixture, tmp_path / "cls")  # the fixture stays untouched
+    expected = [json.loads(line) for line in (fixtures / f"{fixture}.predictions.jsonl").read_text().splitlines()]
     code, out, err = run_cli(capsys, "predict", "--model", model, *[row["text"] for row in expected])
     assert code == 0, err
     got = [json.loads(line) for line in out.splitlines()]
@@ -111,3 +113,5 @@ def test_a_model_directory_written_before_the_redesign_loads_and_predicts_the_sa
         assert new["probabilities"].keys() == old["probabilities"].keys()
         for label, probability in old["probabilities"].items():
             assert abs(new["probabilities"][label] - probability) <= 2e-6, (label, new, old)
+        if "uncertainty" in old:
+            assert abs(new["uncertainty"] - old["uncertainty"]) <= 2e-6, (new, old)

@@ -57,6 +57,48 @@ def test_tiny_model_learns_easy_task_and_evaluate_matches_predictions(task, trai
     assert metrics["nll"] == pytest.approx(nll, abs=1e-4)
     assert all(abs(sum(row["probabilities"].values()) - 1) < 1e-4 for row in rows)
 
+    # ECE of the calibrated outputs (what predict prints) and of the raw ones, T undone in NumPy.
+    temperature = json.loads((trained / "config.json").read_text())["keras_model"]["config"]["temperature"]
+    assert metrics["calibration"] == {"temperature": pytest.approx(temperature)} and temperature != 1.0
+    classes = metrics["labels"]
+    probs = np.array([[row["probabilities"][k] for k in classes] for row in rows])
+    labels = np.array([classes.index(t) for t in truth])
+    assert metrics["ece"] == pytest.approx(_ece(probs, labels), abs=1e-4)
+    raw = np.exp(np.log(np.maximum(probs, 1e-12)) * temperature)
+    assert metrics["ece_raw"] == pytest.approx(_ece(raw / raw.sum(axis=1, keepdims=True), labels), abs=1e-4)
+
+
+def _ece(probs, labels, bins=15):
+    """Expected calibration error over 15 equal-width (lo, hi] confidence bins, written out here."""
+    confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == labels
+    which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    return sum((which == b).mean() * abs(correct[which == b].mean() - confidence[which == b].mean())
+               for b in range(bins) if (which == b).any())
+
+
+@pytest.mark.parametrize("flag", ["--calibrate", "--no-calibrate"])
+def test_calibration_is_fitted_and_printed_or_left_out(task, tmp_path, capsys, flag):
+    output = tmp_path / "cls"
+    code, out, err = run_cli(capsys, *finetune_args(task, output, epochs=1), "--max-steps", 3, flag)
+    assert code == 0, err
+    document = json.loads((output / "config.json").read_text())
+    temperature, report = document["keras_model"]["config"]["temperature"], document["head"]["calibration"]
+    if flag == "--no-calibrate":
+        assert temperature == 1.0 and report is None and "calibration:" not in out + err
+        return
+    assert report["parameter"] == "temperature" and report["value"] == temperature
+    assert report["examples"] == 80 and report["nll"]["calibrated"] <= report["nll"]["raw"]
+    assert f"calibration: temperature = {temperature:.4g}" in " ".join((out + err).split())
+
+
+def test_no_validation_split_skips_calibration_in_one_line():
+    from nlpkit.training.finetune import FinetuneConfig, _calibrate
+
+    for task in ("classification", "multi-label"):
+        config = FinetuneConfig(train="t", output="o", task=task)
+        assert _calibrate(config, None, ({}, np.zeros(0, "int32")), ["a", "b"]) == (
+            {"skipped": "no validation split"}, ["a", "b"])
+
 
 def test_sngp_head_reports_uncertainty(task, tmp_path, capsys):
     output = tmp_path / "sngp"

@@ -14,8 +14,9 @@ from nlpkit.errors import NlpkitError
 from nlpkit.models.pretrainer import MaskedLMPretrainer, pretraining_losses
 from nlpkit.text.vocab import load_wordpiece_vocab
 from nlpkit.text.wordpiece import WordPieceTokenizer
-from nlpkit.training import pretrain
-from nlpkit.training.pretrain import _examples, build_dataset, run_pretraining, text_documents
+from nlpkit.data import corpus as corpus_module
+from nlpkit.data.corpus import _examples, text_documents
+from nlpkit.training.pretrain import build_dataset, run_pretraining
 from tests.cli import run_cli
 from tests.training.test_pretrain import MICRO_BERT, _config, corpus  # noqa: F401 - `corpus` is a fixture
 
@@ -25,7 +26,7 @@ SEQ_LENGTH = 32
 @pytest.fixture(autouse=True)
 def small_shuffle_buffer(monkeypatch):
     """Enough mixing for these tests; filling the real buffer (1000 rows) would cost seconds per dataset."""
-    monkeypatch.setattr(pretrain, "_SHUFFLE_BUFFER", 64)
+    monkeypatch.setattr(corpus_module, "_SHUFFLE_BUFFER", 64)
 
 
 @pytest.fixture(scope="module")

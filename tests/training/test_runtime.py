@@ -1,5 +1,6 @@
 """The shared training runtime (issue #16): checkpoints by variable path, and `nlpkit finetune` on it:
-exact resume after SIGKILL, --tpu, two workers, mixed_bfloat16, --seed, the one start_encoder."""
+exact resume after SIGKILL, --tpu, two workers, mixed_bfloat16, --seed, the one start_encoder;
+and --precision auto (issue #19)."""
 
 import json
 import os
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 from nlpkit.errors import NlpkitError
-from nlpkit.training import checkpoints, runtime
+from nlpkit.training import checkpoints, precision, runtime
 from tests.classifier_fixtures import write_easy_task
 from tests.cli import run_cli
 from tests.training.test_pretrain import corpus  # noqa: F401 - a fixture: news.txt and micro.json
@@ -216,7 +217,6 @@ def test_one_start_encoder_vocab_rule(task, tmp_path):
 
 
 def test_pretrain_and_finetune_both_start_from_a_fine_tuned_classifier(task, corpus, tmp_path, capsys):
-    from nlpkit.data.bundled import bert_vocab_path
     from nlpkit.training.pretrain import PretrainConfig, run_pretraining
 
     classifier = tmp_path / "classifier"
@@ -241,3 +241,151 @@ def test_pretrain_and_finetune_both_start_from_a_fine_tuned_classifier(task, cor
                            "--seq-length", 16, "--max-steps", 1)
     assert code == 0, err
     assert json.loads((again / "config.json").read_text())["encoder"]["hidden_size"] == 32
+
+
+# --------------------------------------------------------------------------------------------------
+# --precision auto (issue #19): the choice, its overrides, and training under it
+
+AVX2_ONLY = frozenset({"fpu", "sse2", "avx", "avx2", "fma", "f16c"})
+AVX512F_ONLY = AVX2_ONLY | {"avx512f", "avx512bw", "avx512vl", "avx512_vnni"}
+AVX512_BF16 = AVX512F_ONLY | {"avx512_bf16"}  # e.g. AMD Zen 4, Intel Cooper Lake
+AMX = AVX512_BF16 | {"amx_bf16", "amx_tile", "amx_int8"}  # e.g. Intel Sapphire Rapids
+AMX_TILE_INT8_ONLY = AVX512F_ONLY | {"amx_tile", "amx_int8"}  # AMX without its bf16 part: no bf16 units
+
+
+@pytest.mark.parametrize(
+    ("flags", "device", "backend", "extra", "precision", "jit"),
+    [
+        (AVX2_ONLY, "cpu", "tensorflow", {}, "float32", True),
+        (AVX512F_ONLY, "cpu", "tensorflow", {}, "float32", True),
+        (AVX512_BF16, "cpu", "tensorflow", {}, "mixed_bfloat16", False),
+        (AMX, "cpu", "tensorflow", {}, "mixed_bfloat16", False),
+        (AMX_TILE_INT8_ONLY, "cpu", "tensorflow", {}, "float32", True),
+        (AMX, "cpu", "tensorflow", {"onednn": False}, "float32", True),
+        (AVX2_ONLY, "cpu", "jax", {}, "float32", True),
+        (AMX, "cpu", "jax", {"onednn": False}, "mixed_bfloat16", True),
+        (AVX2_ONLY, "gpu", "tensorflow", {"compute_capability": (8, 0)}, "mixed_bfloat16", True),
+        (AVX2_ONLY, "gpu", "tensorflow", {"compute_capability": (7, 5)}, "float32", True),
+        (AMX, "gpu", "jax", {"compute_capability": (9, 0)}, "mixed_bfloat16", True),
+        (AVX2_ONLY, "tpu", "tensorflow", {}, "mixed_bfloat16", True),
+    ],
+    ids=["avx2", "avx512f", "avx512-bf16", "amx", "amx-without-bf16", "amx-onednn-off", "jax-avx2", "jax-amx",
+         "gpu-8.0", "gpu-7.5", "jax-gpu-9.0", "tpu"],
+)
+def test_auto_choice_follows_the_table(flags, device, backend, extra, precision, jit):
+    choice = runtime.choose_auto(flags, device, backend, **extra)
+    assert (choice.precision, choice.jit) == (precision, jit)
+    assert choice.reason  # every choice says why (doctor prints it)
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: x\nflags\t\t: fpu avx2 amx_bf16\n\n"
+                       "processor\t: 1\nflags\t\t: fpu avx2 amx_bf16\n")
+    assert runtime.cpu_flags(cpuinfo) == {"fpu", "avx2", "amx_bf16"}
+    assert runtime.cpu_flags(tmp_path / "missing") == frozenset()  # not Linux: no flags, so float32
+
+
+@pytest.fixture
+def avx2_machine(monkeypatch):
+    """This process sees an AVX2-only CPU and no accelerator."""
+    monkeypatch.setattr(precision, "cpu_flags", lambda: AVX2_ONLY)
+    monkeypatch.setattr(precision, "this_device", lambda tpu=None: ("cpu", None))
+
+
+@pytest.mark.parametrize(
+    ("given", "resolved"),
+    [
+        (("auto", None), ("float32", True)),
+        (("auto", False), ("float32", False)),  # an explicit --no-jit wins over auto
+        (("mixed_bfloat16", None), ("mixed_bfloat16", False)),  # the XLA choice for the precision given
+        (("float32", None), ("float32", True)),
+        (("mixed_bfloat16", True), ("mixed_bfloat16", True)),  # both explicit: left alone
+        # XLA cannot compile CPU collectives: a replicated CPU run gets none, unless --jit is explicit
+        (("auto", None, None, "multi-worker"), ("float32", False)),
+        (("float32", None, None, "mirrored"), ("float32", False)),
+        (("auto", None, None, "cpu"), ("float32", True)),
+        (("auto", True, None, "multi-worker"), ("float32", True)),
+    ],
+)
+def test_explicit_precision_and_jit_override_auto(avx2_machine, given, resolved):
+    precision, jit, reason = runtime.resolve_precision_and_jit(*given)
+    assert (precision, jit) == resolved
+    assert bool(reason) == (given[1] is None or given[0] == "auto")
+
+
+def test_unknown_precision_is_refused(avx2_machine):
+    with pytest.raises(NlpkitError, match="unknown --precision 'bf16'"):
+        runtime.resolve_precision_and_jit("bf16", None)
+
+
+def _pretrain_cli(corpus, output, *extra):
+    from nlpkit.data.bundled import bert_vocab_path
+
+    return ["pretrain", "--data", corpus / "news.txt", "--output", output, "--preset", corpus / "micro.json",
+            "--vocab", bert_vocab_path(), "--max-steps", 1, "--batch-size", 4, "--seq-length", 16,
+            "--max-predictions", 3, *extra]
+
+
+def test_pretrain_defaults_to_auto_and_explicit_options_override_it(corpus, tmp_path, capsys):
+    choice = runtime.auto_choice()
+    code, out, err = run_cli(capsys, *_pretrain_cli(corpus, tmp_path / "auto"))
+    assert code == 0, err
+    saved = json.loads((tmp_path / "auto" / "pretrain_config.json").read_text())
+    assert (saved["precision"], saved["jit"]) == (choice.precision, choice.jit)
+    assert f"precision {choice.precision}, XLA {'on' if choice.jit else 'off'} (auto: {choice.reason})" in " ".join(out.split())
+
+    code, out, err = run_cli(capsys, *_pretrain_cli(corpus, tmp_path / "explicit", "--precision", "float32", "--no-jit"))
+    assert code == 0, err
+    saved = json.loads((tmp_path / "explicit" / "pretrain_config.json").read_text())
+    assert (saved["precision"], saved["jit"]) == ("float32", False)
+    assert "(auto:" not in out
+
+
+def test_pretrain_unknown_precision_is_one_red_line(corpus, tmp_path, capsys):
+    code, out, err = run_cli(capsys, *_pretrain_cli(corpus, tmp_path / "run", "--precision", "bf16"))
+    assert code == 2 and out == ""
+    assert [line for line in err.splitlines() if line.strip()] == [
+        "error: unknown --precision 'bf16' (use one of float32, mixed_bfloat16, mixed_float16)"]
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_started_with_other_precision_options_says_how_to_resume(corpus, tmp_path, capsys):
+    """A run from before auto was the default (float32, no XLA) differs from what auto picks on any
+    CPU (bf16 without XLA, or float32 with it): the error names the options to resume it with."""
+    old = _pretrain_cli(corpus, tmp_path / "run", "--precision", "float32", "--no-jit")
+    code, _, err = run_cli(capsys, *old)
+    assert code == 0, err
+    code, _, err = run_cli(capsys, *_pretrain_cli(corpus, tmp_path / "run"))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "holds a different run (differs in: " in err and "pass --precision float32 --no-jit" in err
+    code, _, err = run_cli(capsys, *old)  # as the hint says: it resumes (nothing left to train)
+    assert code == 0, err
+
+
+def test_training_under_the_auto_choice_matches_float32_losses(corpus, tmp_path):
+    """Six masked-LM updates of the micro BERT (dropout off, so both runs see the same network)
+    from the same initialisation and batches, float32 without XLA against auto's choice.
+
+    Tolerance, bf16: its unit roundoff is 2^-8 = 0.39 %, the relative error of each matmul input;
+    accumulation, softmax, layer norm, the loss, the weights and their updates stay float32, so
+    the loss moves by a fraction of that (2.8e-4 relative measured on an AMX CPU). rtol 1e-2
+    (2.5 roundoffs) allows for other CPUs' kernels and six updates of drift, yet fails a run whose
+    updates are lost to bf16 weights (a pure "bfloat16" policy misses by 9 %). float32 (a CPU
+    without bf16 units: XLA on): XLA only reorders float32 arithmetic (2e-7 measured), so 1e-5.
+    """
+    from nlpkit.training.pretrain import run_pretraining
+    from tests.training.test_pretrain import MICRO_BERT, _config
+
+    preset = tmp_path / "no_dropout.json"
+    preset.write_text(json.dumps({**MICRO_BERT, "output_dropout": 0.0, "attention_dropout": 0.0}))
+    settings = dict(preset=str(preset), learning_rate=3e-2, warmup_steps=1)
+    choice = runtime.auto_choice()
+    reference = run_pretraining(_config(corpus, tmp_path / "fp32", precision="float32", jit=False, **settings))
+    auto = run_pretraining(_config(corpus, tmp_path / "auto", precision=choice.precision, jit=choice.jit, **settings))
+    expected = np.array([h["loss"] for h in reference["history"]])
+    losses = np.array([h["loss"] for h in auto["history"]])
+    assert len(losses) == len(expected) == 6
+    assert expected[-1] < expected[0] - 0.5, expected  # the steps do train, so lost updates would show
+    tolerance = 1e-2 if choice.precision == "mixed_bfloat16" else 1e-5
+    np.testing.assert_allclose(losses, expected, rtol=tolerance)

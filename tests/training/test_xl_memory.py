@@ -13,7 +13,7 @@ from nlpkit.encoders.transformer_xl import TransformerXLEncoder
 from nlpkit.models.pretrainer import masked_lm_loss
 from nlpkit.models.recurrent_memory import DOCUMENT_START, RecurrentMemoryPretrainer
 from nlpkit.training.pretrain import PretrainConfig, run_pretraining
-from nlpkit.training.segments import stream_batches
+from nlpkit.data.segments import stream_batches
 from tests.cli import run_cli
 
 V, B, T, P, MEM = 40, 2, 6, 3, 4
@@ -158,7 +158,8 @@ def _checkpoint(run, step):
 
 
 def test_cli_pretrain_carries_and_checkpoints_memory(capsys, corpus, tmp_path):
-    code, _, err = _pretrain(capsys, corpus, tmp_path / "run")
+    # the library run below uses PretrainConfig's defaults (float32, no XLA): the CLI run must match them
+    code, _, err = _pretrain(capsys, corpus, tmp_path / "run", "--precision", "float32", "--no-jit")
     assert code == 0, err
     saved = _checkpoint(tmp_path / "run", 4)
     model = [a for name, a in saved.items() if name.startswith("model/")]  # keyed by variable path
@@ -189,7 +190,7 @@ def test_cli_pretrain_carries_and_checkpoints_memory(capsys, corpus, tmp_path):
 
 def test_options_memory_cannot_honour_are_one_clear_error(corpus, tmp_path):
     from nlpkit.errors import NlpkitError
-    from nlpkit.training.segments import check_memory_run
+    from nlpkit.data.segments import check_memory_run
 
     settings = dict(
         data=str(corpus / "news.txt"), output=str(tmp_path / "run"), preset=str(corpus / "xl.json"),

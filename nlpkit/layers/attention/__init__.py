@@ -3,7 +3,7 @@
 Efficient and long-sequence inner attentions (fast-transformers style) live in `efficient/`.
 """
 
-from nlpkit.layers.attention.bigbird import BigBirdAttention
+from nlpkit.layers.attention.bigbird import BigBirdAttention, BigBirdMasks
 from nlpkit.layers.attention.cached import CachedAttention
 from nlpkit.layers.attention.grouped_query import GroupedQueryAttention
 from nlpkit.layers.attention.kernel import KernelAttention
@@ -20,6 +20,7 @@ from nlpkit.layers.attention.talking_heads import TalkingHeadsAttention
 
 __all__ = [
     "BigBirdAttention",
+    "BigBirdMasks",
     "CachedAttention",
     "GroupedQueryAttention",
     "KernelAttention",

@@ -9,7 +9,7 @@ import keras
 from keras import ops
 
 from nlpkit.errors import NlpkitError
-from nlpkit.layers.attention import keras_mha
+import nlpkit.layers.attention.keras_mha as keras_mha
 from nlpkit.layers.attention.multi_head import MultiHeadAttention
 from nlpkit.layers.masks import masked_softmax
 

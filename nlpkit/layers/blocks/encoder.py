@@ -13,6 +13,13 @@ from nlpkit.layers.normalization import RMSNorm
 _FEEDFORWARD_TYPES = ("dense", "gated")
 # Attentions that `num_kv_heads` can turn into grouped-query attention.
 _GROUPABLE_ATTENTIONS = ("multi_head", "grouped_query")
+# Constructor arguments kept as given, so get_config returns them unchanged.
+_PLAIN_CONFIG = (
+    "num_attention_heads", "inner_dim", "key_dim", "value_dim", "output_last_dim", "norm_first", "norm_epsilon",
+    "output_dropout", "attention_dropout", "inner_dropout", "attention_axes", "use_query_residual", "use_bias",
+    "return_attention_scores", "attention_type", "attention_kwargs", "feedforward_type", "use_rms_norm",
+    "diff_q_kv_att_layer_norm", "num_kv_heads", "src_block_size", "tgt_block_size", "output_range",
+)
 
 
 def merge_padding_mask(attention_mask, padding_mask):
@@ -229,19 +236,6 @@ class TransformerEncoderBlock(keras.layers.Layer):
         )
         return {key: value for key, value in options.items() if value is not None}
 
-    def _regularize_feedforward(self):
-        """Give the built feed-forward's Dense layers the block's regularizers and constraints."""
-        for dense in (self.feedforward.inner_dense, self.feedforward.gate_dense, self.feedforward.output_dense):
-            if dense is None:
-                continue
-            dense.activity_regularizer = self.projection_activity_regularizer
-            for variable, regularizer, constraint in (
-                (dense.kernel, self.kernel_regularizer, self.kernel_constraint),
-                (dense.bias, self.bias_regularizer, self.bias_constraint),
-            ):
-                if variable is not None:
-                    variable.regularizer, variable.constraint = regularizer, constraint
-
     def build(self, inputs_shape, attention_mask_shape=None, key_value_shape=None):
         if isinstance(inputs_shape, (list, tuple)) and isinstance(inputs_shape[0], (list, tuple)):
             inputs_shape, key_value_shape = inputs_shape
@@ -292,7 +286,10 @@ class TransformerEncoderBlock(keras.layers.Layer):
         )
         output_shape = (*inputs_shape[:-1], output_width)
         self.feedforward.build(output_shape)
-        self._regularize_feedforward()
+        self.feedforward.regularize(
+            self.kernel_regularizer, self.bias_regularizer, self.projection_activity_regularizer,
+            self.kernel_constraint, self.bias_constraint,
+        )
         if self._uses_layer_norms():
             self.attention_layer_norm = self._layer_norm(
                 "attention_layer_norm", inputs_shape if self.norm_first else output_shape, rms=self.use_rms_norm
@@ -400,39 +397,17 @@ class TransformerEncoderBlock(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
+        config.update({name: getattr(self, name) for name in _PLAIN_CONFIG})
         config.update(
-            num_attention_heads=self.num_attention_heads,
-            inner_dim=self.inner_dim,
             inner_activation=keras.activations.serialize(self.inner_activation),
-            key_dim=self.key_dim,
-            value_dim=self.value_dim,
-            output_last_dim=self.output_last_dim,
-            norm_first=self.norm_first,
-            norm_epsilon=self.norm_epsilon,
-            output_dropout=self.output_dropout,
-            attention_dropout=self.attention_dropout,
-            inner_dropout=self.inner_dropout,
-            attention_axes=self.attention_axes,
-            use_query_residual=self.use_query_residual,
-            use_bias=self.use_bias,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
             bias_initializer=keras.initializers.serialize(self.bias_initializer),
-            return_attention_scores=self.return_attention_scores,
-            attention_type=self.attention_type,
-            attention_kwargs=self.attention_kwargs,
-            feedforward_type=self.feedforward_type,
             kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
             bias_regularizer=keras.regularizers.serialize(self.bias_regularizer),
             activity_regularizer=keras.regularizers.serialize(self.projection_activity_regularizer),
             kernel_constraint=keras.constraints.serialize(self.kernel_constraint),
             bias_constraint=keras.constraints.serialize(self.bias_constraint),
             attention_initializer=self.attention_initializer and keras.initializers.serialize(self.attention_initializer),
-            use_rms_norm=self.use_rms_norm,
-            diff_q_kv_att_layer_norm=self.diff_q_kv_att_layer_norm,
-            num_kv_heads=self.num_kv_heads,
-            src_block_size=self.src_block_size,
-            tgt_block_size=self.tgt_block_size,
-            output_range=self.output_range,
         )
         return config
 

@@ -44,8 +44,9 @@ def test_contract(tmp_path):
         kwargs=dict(attention_mask=padding),
         tmp_path=tmp_path,
         expected_shapes=[(2, 6, 16)],
-        # q/k/v/out kernels and biases; the random-feature projection is not trained
-        expected_trainable=8,
+        # q/k/v/out kernels and biases and the softmax head's own output projection (begin_kernel);
+        # the random-feature projection is not trained
+        expected_trainable=10,
         expected_non_trainable=1,
     )
 
@@ -146,8 +147,10 @@ def test_short_sequence_fallback_and_softmax_prefix_are_exact_softmax():
     kernel_only = KernelAttention(num_heads=2, key_dim=4, feature_transform="elu")
     out = np.asarray(prefix(x, x))
     kernel_only(x, x)
-    kernel_only.set_weights(prefix.get_weights())
-    want, _ = reference.multi_head_attention(x, x, *reference.mha_weights(prefix))
+    kernel_only.set_weights(prefix.get_weights()[:8])  # all but the softmax part's output projection
+    softmax_out = prefix.output_dense_softmax
+    weights = reference.mha_weights(prefix)[:6] + [np.asarray(softmax_out.kernel), np.asarray(softmax_out.bias)]
+    want, _ = reference.multi_head_attention(x, x, *weights)
     np.testing.assert_allclose(out[:, :2], want[:, :2], atol=1e-5)
     np.testing.assert_allclose(out[:, 2:], np.asarray(kernel_only(x, x))[:, 2:], atol=1e-5)
 
@@ -185,6 +188,7 @@ def test_clear_errors():
         KernelAttention(num_heads=2, key_dim=4, feature_transform="cosine")
     with pytest.raises(NlpkitError, match="attention scores"):
         KernelAttention(num_heads=2, key_dim=4)(x, x, return_attention_scores=True)
-    with pytest.raises(NlpkitError, match="only padding masks"):
-        KernelAttention(num_heads=2, key_dim=4)(x, x, attention_mask=np.tril(np.ones((1, 5, 5))))
+    # general [B, T, S] masks are honoured (test_kernel_model_garden.py); other ranks are refused
+    with pytest.raises(NlpkitError, match="attention_mask must be"):
+        KernelAttention(num_heads=2, key_dim=4)(x, x, attention_mask=np.ones((1, 1, 5, 5)))
     assert keras.saving.get_registered_object("nlpkit>KernelAttention") is KernelAttention

@@ -1,6 +1,10 @@
 """Clustered attention ("Fast Transformers with Clustered Attention"): queries are grouped by
 LSH hashing + k-means in Hamming space, and each group attends once, through its centroid.
 
+The clustering is the paper's: each query's hash bits (sides of random hyperplanes, redrawn on
+every training call), k-means with Hamming distances and majority-vote bit centroids. keras.ops
+has no popcount, so the distances are one exact 0/1 matmul (`hamming_distances`), `[B,N,T,C]`.
+
 ClusteredAttention uses the centroid's attention for every query of the cluster (O(C·S)
 memory for C clusters). The improved variants add, for each query, exact attention to its
 cluster's `topk` keys (O(T·topk) memory); the causal one keeps every query off later keys.
@@ -15,46 +19,64 @@ from nlpkit.layers.attention.efficient.names import register_inner_attention
 from nlpkit.layers.masks import causal_mask, masked_softmax
 
 
-def hash_codes(queries, bits, hash_bias, seed):
-    """queries `[B,T,N,E]` -> ±1 codes `[B,N,T,bits]` from `bits` fixed random hyperplanes.
+def hash_planes(dim, bits, seed):
+    """`[dim + 1, bits]` random hyperplanes (last row: their offsets); `seed` an int or a SeedGenerator."""
+    return keras.random.normal((dim + 1, bits), seed=seed)
+
+
+def hash_bits(queries, planes, hash_bias):
+    """queries `[B,T,N,E]`, planes `[E+1, K]` -> 0/1 float bits `[B,N,T,K]` (1 on the positive side).
 
     With `hash_bias` the planes have random offsets, so the Hamming distance of two codes tracks
     the queries' L2 distance; without it, only their angle.
     """
     dim = queries.shape[-1]
-    planes = keras.random.normal((dim + 1, bits), seed=seed)
-    projections = ops.einsum("btne,ek->bntk", queries, planes[:dim])
+    projections = ops.einsum("btne,ek->bntk", ops.cast(queries, "float32"), planes[:dim])
     if hash_bias:
         projections = projections + planes[dim]
-    return ops.stop_gradient(ops.where(projections > 0, 1.0, -1.0))
+    return ops.stop_gradient(ops.cast(projections > 0, "float32"))
 
 
-def cluster_queries(codes, valid, clusters, iterations):
-    """k-means (Lloyd) on ±1 codes: `[B,N,T,K]` codes, `[B,T]` valid -> one-hot `[B,N,T,C]`.
+def hamming_distances(bits, centroids):
+    """Hamming distances `[B,N,T,C]` of 0/1 bits `[B,N,T,K]` to 0/1 centroids `[B,N,C,K]`.
 
-    Squared Euclidean distance between ±1 codes is 4x their Hamming distance. Centroids start
-    at evenly spaced real queries (with C >= T every query starts as its own centroid), empty
-    clusters keep their centroid, padded queries take no part and get an all-zero row.
+    keras.ops has bitwise_xor but no popcount, so the distance sum_k b(1-c) + (1-b)c is one matmul
+    (|b| + |c| - 2 b.c): exact, since it counts at most K <= 2^24 bits in float32.
     """
-    length = codes.shape[2]
+    overlap = ops.einsum("bntk,bnck->bntc", bits, centroids)
+    return ops.sum(bits, axis=-1)[..., None] + ops.sum(centroids, axis=-1)[:, :, None, :] - 2.0 * overlap
+
+
+def hamming_kmeans(bits, valid, clusters, iterations):
+    """k-means in Hamming space (the paper's clustering): 0/1 bits `[B,N,T,K]`, `[B,T]` valid ->
+    cluster index `[B,N,T]` (int32; padded queries get 0 and no weight anywhere).
+
+    As fast-transformers: `iterations` assignment steps, each query to its nearest centroid by
+    Hamming distance (the first one on a tie), with a majority vote of the members' bits between
+    them (a tie of ones and zeros gives 0). Unlike it, centroids start at evenly spaced real queries
+    (with C >= T every query starts as its own centroid) and an empty cluster keeps its centroid
+    instead of a random one, so the clustering depends on the queries and the planes only.
+    """
+    length = bits.shape[2]
     positions = ops.arange(length, dtype="float32")
     order = ops.argsort((1.0 - valid) * length + positions[None, :], axis=-1)  # real queries first
     real = ops.maximum(ops.sum(valid, axis=-1, keepdims=True), 1.0)
     picks = ops.cast(ops.floor(ops.arange(clusters, dtype="float32")[None, :] * real / clusters), "int32")
     starts = ops.take_along_axis(ops.cast(order, "int32"), picks, axis=1)  # [B, C]
-    centroids = gather_rows(codes, ops.broadcast_to(starts[:, None, :], (ops.shape(codes)[0], codes.shape[1], clusters)))
-    valid = valid[:, None, :, None]
-    for _ in range(iterations):
-        assignment = _nearest(codes, centroids, valid)
-        counts = ops.sum(assignment, axis=2)[..., None]
-        sums = ops.einsum("bntc,bntk->bnck", assignment, codes)
-        centroids = ops.where(counts > 0, sums / ops.maximum(counts, 1.0), centroids)
-    return ops.stop_gradient(_nearest(codes, centroids, valid))
+    centroids = gather_rows(bits, ops.broadcast_to(starts[:, None, :], (ops.shape(bits)[0], bits.shape[1], clusters)))
+    members = valid[:, None, :, None]
+    for _ in range(iterations - 1):
+        assignment = _one_hot_nearest(bits, centroids, clusters) * members
+        counts = ops.sum(assignment, axis=2)[..., None]  # [B,N,C,1]
+        ones = ops.einsum("bntc,bntk->bnck", assignment, bits)
+        majority = ops.cast(2.0 * ones > counts, "float32")
+        centroids = ops.where(counts > 0, majority, centroids)
+    nearest = ops.argmin(hamming_distances(bits, centroids), axis=-1)
+    return ops.stop_gradient(ops.where(valid[:, None, :] > 0, nearest, 0))
 
 
-def _nearest(codes, centroids, valid):
-    distances = ops.sum(ops.square(centroids), axis=-1)[:, :, None, :] - 2.0 * ops.einsum("bntk,bnck->bntc", codes, centroids)
-    return ops.one_hot(ops.argmin(distances, axis=-1), centroids.shape[2], dtype="float32") * valid
+def _one_hot_nearest(bits, centroids, clusters):
+    return ops.one_hot(ops.argmin(hamming_distances(bits, centroids), axis=-1), clusters, dtype="float32")
 
 
 class ClusteringMixin:
@@ -68,16 +90,19 @@ class ClusteringMixin:
         self.bits = bits
         self.hash_bias = hash_bias
         self.seed = seed
+        # Fresh planes on every training call (as the paper) come from this generator.
+        self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def centroid_queries(self, queries, query_lengths):
+    def centroid_queries(self, queries, query_lengths, training=False):
         """-> (one-hot assignment `[B,N,T,C]`, centroid queries `[B,N,C,E]`, cluster index `[B,N,T]`)."""
         valid = ops.cast(query_lengths.bool_matrix, "float32")
         valid = ops.broadcast_to(valid, (ops.shape(queries)[0], queries.shape[1]))
-        codes = hash_codes(queries, self.bits, self.hash_bias, self.seed)
-        assignment = cluster_queries(codes, valid, self.clusters, self.iterations)
+        planes = hash_planes(queries.shape[-1], self.bits, self.seed_generator if training else self.seed)
+        cluster = hamming_kmeans(hash_bits(queries, planes, self.hash_bias), valid, self.clusters, self.iterations)
+        assignment = ops.one_hot(cluster, self.clusters, dtype="float32") * valid[:, None, :, None]
         counts = ops.maximum(ops.sum(assignment, axis=2), 1.0)[..., None]
-        centroids = ops.einsum("bntc,btne->bnce", assignment, queries) / counts
-        return assignment, centroids, ops.argmax(assignment, axis=-1)
+        centroids = ops.einsum("bntc,btne->bnce", assignment, ops.cast(queries, "float32")) / counts
+        return assignment, ops.cast(centroids, queries.dtype), cluster
 
     def _clustering_config(self):
         return {
@@ -101,11 +126,15 @@ class ClusteredAttention(ClusteringMixin, SoftmaxAttentionMixin, InnerAttention)
     """Every query of a cluster gets its centroid's softmax attention output.
 
     Honours key_lengths and query_lengths (padded queries are not clustered); rejects any other
-    attention mask. Hash planes are fixed by `seed` (identical outputs on every call).
+    attention mask. Queries are hashed by `bits` random hyperplanes and clustered by k-means in
+    Hamming space (`hamming_kmeans`). The planes are drawn afresh on every training call (from a
+    SeedGenerator seeded by `seed`, as the paper redraws them) and fixed by `seed` in inference
+    (identical outputs on every call).
 
     Args:
       clusters: C, number of query clusters (fewer or more than T both work).
-      iterations: Lloyd iterations of k-means.
+      iterations: k-means assignment steps (iterations - 1 majority-vote centroid updates between
+        them, as fast-transformers counts them).
       bits: hash bits per query.
       hash_bias: random plane offsets (L2-like) instead of angle-only hashing.
       softmax_temp: score scale (default 1/sqrt(H)).
@@ -125,7 +154,7 @@ class ClusteredAttention(ClusteringMixin, SoftmaxAttentionMixin, InnerAttention)
 
     def attend(self, queries, keys, values, attn_mask, query_lengths, key_lengths, training):
         self.require_no_attention_mask(attn_mask)
-        assignment, centroids, _ = self.centroid_queries(queries, query_lengths)
+        assignment, centroids, _ = self.centroid_queries(queries, query_lengths, training)
         scores = ops.einsum("bnce,bsne->bncs", centroids, keys) * self.temperature(queries.shape[-1])
         probs = self.probabilities(scores, _keys_mask(key_lengths), training)
         centroid_values = ops.einsum("bncs,bsnm->bncm", probs, values)
@@ -199,7 +228,7 @@ class ImprovedClusteredAttention(TopKeysMixin, ClusteredAttention):
 
     def attend(self, queries, keys, values, attn_mask, query_lengths, key_lengths, training):
         self.require_no_attention_mask(attn_mask)
-        assignment, centroids, cluster = self.centroid_queries(queries, query_lengths)
+        assignment, centroids, cluster = self.centroid_queries(queries, query_lengths, training)
         scores = ops.einsum("bnce,bsne->bncs", centroids, keys) * self.temperature(queries.shape[-1])
         probs = masked_softmax(scores, _keys_mask(key_lengths), axis=-1)
         _, top_probs, top_keys, top_values, valid = self.top_keys_per_query(probs, cluster, keys, values, key_lengths)
@@ -271,7 +300,7 @@ class ImprovedClusteredCausalAttention(ImprovedClusteredAttention):
 
     def attend(self, queries, keys, values, attn_mask, query_lengths, key_lengths, training):
         self.require_causal_mask(attn_mask, queries.shape[1], keys.shape[1])
-        assignment, centroids, cluster = self.centroid_queries(queries, query_lengths)
+        assignment, centroids, cluster = self.centroid_queries(queries, query_lengths, training)
         scores = ops.einsum("bnce,bsne->bncs", centroids, keys) * self.temperature(queries.shape[-1])
         allowed = _keys_mask(key_lengths)
         allowed = ops.ones_like(scores, "bool") if allowed is None else ops.broadcast_to(allowed, ops.shape(scores))

@@ -1,5 +1,6 @@
 """Clustered attentions: exact limits (one cluster per query, topk = S) and the centroid rule."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -10,8 +11,10 @@ from nlpkit.layers.attention.efficient import (
     ImprovedClusteredCausalAttention,
     TriangularMask,
 )
+from nlpkit.layers.attention.efficient.clustered import hamming_kmeans, hash_bits
 from tests.layers.attention.efficient.heads_reference import full_attention, heads
 from tests.layers.harness import check_layer
+from tests.layers.model_garden_config import assert_config_holds_arguments
 
 rng = np.random.default_rng(4)
 KEYS = np.array([9, 5], "int32")
@@ -102,3 +105,81 @@ def test_arbitrary_masks_are_refused_and_empty_key_sets_are_zero():
     for layer in (ClusteredAttention(clusters=2), ImprovedClusteredAttention(clusters=2, topk=3)):
         out = np.asarray(layer(q, k, v, key_lengths=np.array([0, 9])))
         assert np.all(np.isfinite(out)) and np.all(out[0] == 0.0)
+
+
+# The paper's clustering (issue #18): Hamming k-means on hash bits, planes redrawn per training call.
+def numpy_popcount_kmeans(bits, valid, clusters, iterations):
+    """Brute force on packed integer codes: popcount(a ^ b) distances, majority-vote bit centroids.
+
+    Same rules as the layer: centroids start at evenly spaced real queries, `iterations` assignment
+    steps, the first nearest centroid on a tie, a 0 bit on a tied vote, empty clusters keep theirs.
+    """
+    batch, heads, length, width = bits.shape
+    codes = (bits.astype(np.int64) << np.arange(width)).sum(-1)
+    result = np.zeros((batch, heads, length), np.int64)
+    for b in range(batch):
+        real = np.flatnonzero(valid[b])
+        starts = real[np.arange(clusters) * len(real) // clusters]
+        for n in range(heads):
+            centroids = [int(c) for c in codes[b, n, starts]]
+
+            def assign():
+                return np.array([
+                    min(range(clusters), key=lambda c: (bin(int(codes[b, n, t]) ^ centroids[c]).count("1"), c))
+                    for t in real
+                ])
+
+            for _ in range(iterations - 1):
+                nearest = assign()
+                for c in range(clusters):
+                    members = [int(code) for code in codes[b, n, real[nearest == c]]]
+                    if members:
+                        ones = [sum(code >> k & 1 for code in members) for k in range(width)]
+                        centroids[c] = sum(1 << k for k in range(width) if 2 * ones[k] > len(members))
+            result[b, n, real] = assign()
+    return result
+
+
+@pytest.mark.parametrize("iterations", [1, 2, 6])
+@pytest.mark.parametrize("width,clusters", [(6, 3), (12, 5), (40, 4)])
+def test_hamming_kmeans_equals_numpy_popcount_kmeans(iterations, width, clusters):
+    local = np.random.default_rng(width * 10 + iterations)
+    bits = local.integers(0, 2, size=(2, 3, 17, width)).astype("float32")
+    valid = np.ones((2, 17), "float32")
+    valid[1, 11:] = 0
+    got = np.asarray(hamming_kmeans(bits, valid, clusters, iterations))
+    np.testing.assert_array_equal(got, numpy_popcount_kmeans(bits, valid, clusters, iterations))
+
+
+@pytest.mark.parametrize("hash_bias", [True, False])
+def test_hash_bits_are_the_sides_of_the_planes(hash_bias):
+    queries = rng.normal(size=(2, 7, 3, 5)).astype("float32")
+    planes = rng.normal(size=(6, 16)).astype("float32")
+    projections = np.einsum("btne,ek->bntk", queries, planes[:5]) + (planes[5] if hash_bias else 0.0)
+    np.testing.assert_array_equal(np.asarray(hash_bits(queries, planes, hash_bias)), projections > 0)
+
+
+def test_planes_are_redrawn_per_training_call_and_fixed_in_inference():
+    q, k, v = heads(rng, batch=1, t=16, s=9, n=2)
+    layer = ClusteredAttention(clusters=3, bits=8, seed=5)
+    trained = [np.asarray(layer(q, k, v, training=True)) for _ in range(4)]
+    assert any(not np.allclose(out, trained[0]) for out in trained[1:])
+    inference = np.asarray(layer(q, k, v))
+    np.testing.assert_array_equal(np.asarray(layer(q, k, v, training=False)), inference)
+    np.testing.assert_array_equal(np.asarray(ClusteredAttention(clusters=3, bits=8, seed=5)(q, k, v)), inference)
+    # In inference the queries are clustered on the planes `seed` gives.
+    planes = np.asarray(keras.random.normal((q.shape[-1] + 1, 8), seed=5))
+    bits = np.einsum("btne,ek->bntk", q, planes[:-1]) + planes[-1] > 0
+    cluster = numpy_popcount_kmeans(bits.astype("float32"), np.ones((1, 16)), 3, layer.iterations)
+    for n in range(2):
+        for c in set(cluster[0, n]):
+            members = cluster[0, n] == c
+            want = full_attention(q[:, members, n : n + 1].mean(axis=1, keepdims=True), k[:, :, n : n + 1], v[:, :, n : n + 1])
+            np.testing.assert_allclose(inference[0, members, n], np.broadcast_to(want[0, 0, 0], (members.sum(), v.shape[-1])), atol=1e-5)
+
+
+def test_built_from_fast_transformers_arguments():
+    fast_transformers = {"clusters": 4, "iterations": 10, "bits": 63, "hash_bias": True, "softmax_temp": 0.5,
+                         "attention_dropout": 0.1}
+    for cls, extra in [(ClusteredAttention, {}), (ImprovedClusteredAttention, {"topk": 32})]:
+        assert_config_holds_arguments(cls(**fast_transformers, **extra), {**fast_transformers, **extra})
