@@ -6,6 +6,14 @@ from nlpkit.training import precision, runtime
 from tests.cli import run_cli
 
 
+@pytest.fixture(autouse=True)
+def _wide_console(monkeypatch):
+    """Rich would wrap the row at the console's width (COLUMNS is read once, when it is made)."""
+    from commands.common import console
+
+    monkeypatch.setattr(console, "width", 400)
+
+
 def _auto_row(out):
     rows = [" ".join(line.replace("│", " ").split()) for line in out.splitlines() if "--precision auto" in line]
     assert len(rows) == 1, out
