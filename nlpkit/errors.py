@@ -20,3 +20,15 @@ def check_choice(layer_name, argument, value, choices):
     if value not in choices:
         raise NlpkitError(f"{layer_name}({argument}={value!r}) is not one of {', '.join(choices)}")
     return value
+
+
+def one_of_names(layer_name, names, values):
+    """The value given under either name (`names` = (nlpkit's, Model Garden's)), None if neither;
+    both given must agree."""
+    given = {name: value for name, value in zip(names, values, strict=True) if value is not None}
+    if len(set(map(repr, given.values()))) > 1:
+        raise NlpkitError(
+            f"{layer_name}: {' and '.join(f'{k}={v!r}' for k, v in given.items())} disagree",
+            hint=f"{names[1]} is Model Garden's name of {names[0]}: give one of them",
+        )
+    return next(iter(given.values()), None)

@@ -5,7 +5,7 @@ from keras import ops
 
 from nlpkit.errors import NlpkitError, check_choice
 from nlpkit.layers.feedforward import clone_initializer
-from nlpkit.layers.model_garden_names import one_of_names
+from nlpkit.errors import one_of_names
 
 _MASKED_LM_OUTPUTS = ("logits", "predictions")
 POOLINGS = ("cls", "mean")

@@ -4,10 +4,9 @@ Garden's options (lower_case, strip_diacritics, subword sampling, offsets)."""
 import base64
 
 from nlpkit._tf import import_tensorflow
-from nlpkit.errors import NlpkitError
+from nlpkit.errors import NlpkitError, one_of_names
 from nlpkit.text.offsets import normalize_with_offsets
 from nlpkit.text.vocab import load_sentencepiece_processor
-from nlpkit.text.wordpiece import one_of_aliases
 
 tf = import_tensorflow()
 import keras  # noqa: E402 - imported after TensorFlow so its import noise stays filtered
@@ -146,7 +145,7 @@ class SentencepieceTokenizer(keras.layers.Layer):
         super().__init__(**kwargs)
         self._convert_input_args = False
         self._allow_non_tensor_positional_args = True
-        model = one_of_aliases(("model", "model_file_path"), (model, model_file_path))
+        model = one_of_names("SentencepieceTokenizer", ("model", "model_file_path"), (model, model_file_path))
         if (model is None) == (model_serialized_proto is None):
             raise NlpkitError("SentencepieceTokenizer needs exactly one of model (model_file_path) and "
                               "model_serialized_proto", hint="pass the .model path or its bytes")

@@ -10,7 +10,7 @@ lower-case, NFD, strip combining marks, [UNK] for words over 100 characters) and
 """
 
 from nlpkit._tf import import_tensorflow
-from nlpkit.errors import NlpkitError
+from nlpkit.errors import NlpkitError, one_of_names
 from nlpkit.text.offsets import normalize_with_offsets
 from nlpkit.text.vocab import REQUIRED_SPECIAL_TOKENS, load_wordpiece_vocab
 
@@ -258,14 +258,6 @@ def _index_of(strings, choices):
     return index
 
 
-def one_of_aliases(names, values):
-    """The value given under either of two names (nlpkit's, Model Garden's); both given must agree."""
-    given = {name: value for name, value in zip(names, values) if value is not None}
-    if len(set(map(repr, given.values()))) > 1:
-        raise NlpkitError(f"{' and '.join(names)} disagree ({given})", hint="pass only one of them")
-    return next(iter(given.values()), None)
-
-
 @keras.saving.register_keras_serializable(package="nlpkit")
 class BertTokenizer(keras.layers.Layer):
     """Keras preprocessing layer: raw text -> WordPiece ids of the original BERT tokenizer.
@@ -317,14 +309,15 @@ class BertTokenizer(keras.layers.Layer):
         if unknown:
             raise NlpkitError(f"BertTokenizer(tokenizer_kwargs=...) has options {unknown} nlpkit does not take",
                               hint="only lower_case is supported there; drop the others")
-        lower_case = one_of_aliases(("lower_case", "tokenizer_kwargs lower_case"),
+        lower_case = one_of_names("BertTokenizer", ("lower_case", "tokenizer_kwargs lower_case"),
                              (lower_case, (tokenizer_kwargs or {}).get("lower_case")))
-        vocabulary = one_of_aliases(("vocabulary", "vocab_file"), (vocabulary, vocab_file))
+        vocabulary = one_of_names("BertTokenizer", ("vocabulary", "vocab_file"), (vocabulary, vocab_file))
         if vocabulary is None:
             raise NlpkitError("BertTokenizer needs a vocabulary", hint="pass vocabulary= (or vocab_file=) a vocab.txt")
         self.vocabulary = str(vocabulary) if not isinstance(vocabulary, (list, tuple)) else list(vocabulary)
         self.lower_case = True if lower_case is None else lower_case
-        self.strip_accents = one_of_aliases(("strip_accents", "strip_diacritics"), (strip_accents, strip_diacritics))
+        self.strip_accents = one_of_names("BertTokenizer", ("strip_accents", "strip_diacritics"),
+                                          (strip_accents, strip_diacritics))
         self.special_tokens = list(special_tokens)
         self.keep_special_tokens = keep_special_tokens
         self.max_chars_per_word = max_chars_per_word

@@ -21,7 +21,7 @@ from nlpkit.layers.attention.efficient.masks import factorize_padding
 from nlpkit.layers.attention.efficient.projected import ProjectedCoreAttention
 from nlpkit.layers.attention.registry import register_attention
 from nlpkit.layers.masks import masked_softmax
-from nlpkit.layers.model_garden_names import one_of_names
+from nlpkit.errors import one_of_names
 
 # Query tokens per step of the blocked loop: one step's scores are CHUNK_TOKENS x N x K·to_block_size.
 CHUNK_TOKENS = 4096

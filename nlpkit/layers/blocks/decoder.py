@@ -9,7 +9,7 @@ from nlpkit.layers.attention.cached import CachedAttention
 from nlpkit.layers.attention.multi_channel import MultiChannelAttention
 from nlpkit.layers.blocks.encoder import TransformerEncoderBlock
 from nlpkit.layers.feedforward import clone_initializer
-from nlpkit.layers.model_garden_names import one_of_names
+from nlpkit.errors import one_of_names
 
 # Model Garden's TransformerDecoderBlock names of the arguments nlpkit names otherwise: nlpkit's -> theirs.
 _MODEL_GARDEN_NAMES = {"inner_dim": "intermediate_size", "inner_activation": "intermediate_activation",

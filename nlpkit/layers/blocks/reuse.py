@@ -5,7 +5,7 @@ import keras
 
 from nlpkit.errors import NlpkitError
 from nlpkit.layers.blocks.encoder import TransformerEncoderBlock
-from nlpkit.layers.model_garden_names import one_of_names
+from nlpkit.errors import one_of_names
 
 # Fixed by this block: the attention is always ReuseMultiHeadAttention and the scores are
 # always returned (the next block needs them).
