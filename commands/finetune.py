@@ -52,6 +52,9 @@ def finetune(
     calibrate: bool = typer.Option(True, "--calibrate/--no-calibrate",
                                    help="Fit a temperature (classification) or mean-field factor (sngp) on the "
                                         "validation split, applied by evaluate, predict and export."),
+    bucketing: bool = typer.Option(True, "--bucketing/--no-bucketing",
+                                   help="Train on batches of similar lengths, each cut to the next multiple of 8 "
+                                        "(of 4 lengths under XLA) instead of --seq-length; off on a TPU."),
 ):
     """Fine-tune an encoder for a task: classification (ClassificationHead or SNGP), multi-label, regression,
     token classification."""
@@ -67,6 +70,7 @@ def finetune(
         patience=patience, class_weights=class_weights, text_column=text_column, pair_column=pair_column,
         label_column=label_column, empty_rows=empty_rows, tpu=tpu, strategy=strategy, precision=precision, jit=jit,
         seed=seed if seed is not None else (STATE["seed"] or 0), overwrite=overwrite, calibrate=calibrate,
+        bucketing=bucketing,
     )
     bar = progress("examples/s")
     bar_task = bar.add_task(f"fine-tuning ({task}{f', {head}' if head else ''})", total=None, rate="")

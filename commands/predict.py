@@ -28,23 +28,36 @@ def _stdin_lines():
     return _non_blank(text.splitlines())
 
 
+def _is_hub_name(input_file):
+    """A missing --input without a file suffix that parses as `NAME[/CONFIG]:SPLIT` (`nlpkit.data.hub`)."""
+    from nlpkit.data import hub
+
+    return not input_file.exists() and not input_file.suffix and hub.parse(str(input_file)) is not None
+
+
 def _file_lines(input_file):
     from nlpkit.data.sources import check_utf8
 
     if input_file.is_dir():
         raise NlpkitError(f"--input {input_file} is a folder", hint="pass a text file, one text per line")
     if not input_file.exists():
-        raise NlpkitError(f"--input {input_file} does not exist", hint="pass a text file, one text per line")
+        raise NlpkitError(f"--input {input_file} does not exist",
+                          hint="pass a text file, one text per line, or a cached dataset NAME[/CONFIG]:SPLIT")
     if not input_file.is_file():
         raise NlpkitError(f"--input {input_file} is not a regular file", hint="pass a text file, one text per line")
     check_utf8(input_file, hint=_NOT_UTF8_HINT)
     return _non_blank(input_file.read_text(encoding="utf-8").splitlines())
 
 
-def _read_texts(texts, input_file):
+def _read_texts(texts, input_file, text_column):
     if texts and input_file:
         raise NlpkitError("give texts as arguments or --input FILE, not both")
-    if input_file is not None:
+    if input_file is not None and _is_hub_name(input_file):
+        from nlpkit.data.sources import read_texts
+
+        # no default split: the split to predict on is named (`:test`), never guessed
+        lines, where = read_texts(str(input_file), text_column=text_column, option="--input"), f"--input {input_file}"
+    elif input_file is not None:
         lines = _stdin_lines() if str(input_file) == "-" else _file_lines(input_file)
         where = "standard input" if str(input_file) == "-" else f"--input {input_file}"
     elif texts:
@@ -58,11 +71,23 @@ def _read_texts(texts, input_file):
     return lines
 
 
+def _model_text_column(model):
+    """The text column a model directory was fine-tuned on ('text' for a SavedModel or none recorded)."""
+    if model is None:
+        return "text"
+    from nlpkit.models.model_dir import read_config
+
+    return (read_config(model).get("head") or {}).get("text_column") or "text"
+
+
 def predict(
     texts: List[str] = typer.Argument(None, help="Texts to predict on."),
     model: Path = typer.Option(None, "--model", help="A fine-tuned model directory."),
     saved_model: Path = typer.Option(None, "--saved-model", help="A SavedModel written by nlpkit export."),
-    input_file: Path = typer.Option(None, "--input", "-i", help="A file with one text per line ('-' = stdin)."),
+    input_file: Path = typer.Option(None, "--input", "-i", help="A file with one text per line ('-' = stdin), or "
+                                    "a Hugging Face dataset in the local cache: NAME[/CONFIG]:SPLIT."),
+    text_column: str = typer.Option(None, "--text-column", help="The text column of a dataset --input "
+                                    "(default: the model's fine-tuning text column, else 'text')."),
     output: Path = typer.Option(None, "--output", "-o", help="Write JSON lines here instead of stdout."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     force: bool = typer.Option(False, "--force", help="Replace an existing --output."),
@@ -75,7 +100,7 @@ def predict(
     if output is not None:
         check_not_input(output, {"--input": input_file, "--model": model, "--saved-model": saved_model})
         check_output_file(output, force)
-    texts = _read_texts(texts, input_file)
+    texts = _read_texts(texts, input_file, text_column or _model_text_column(model))
     started = time.perf_counter()
     if model is not None:
         from nlpkit.models.inference import InferenceModel

@@ -25,7 +25,7 @@ def tokenize(
     keep_special_tokens: bool = typer.Option(
         False, "--keep-special-tokens", help="Read [MASK], [SEP]... written in the text as single tokens."
     ),
-    batch_size: int = typer.Option(256, "--batch-size", help="Rows tokenized together."),
+    batch_size: int = typer.Option(1024, "--batch-size", help="Rows tokenized together."),  # pipeline.BATCH_SIZE
     rows_per_shard: int = typer.Option(100_000, "--rows-per-shard", help="Rows per TFRecord file."),
     force: bool = typer.Option(
         False, "--force", help="Replace an existing output (folder or file), once the new one is complete."

@@ -33,6 +33,20 @@ def _quiet_wanted():
     return os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3") in ("2", "3")
 
 
+# XLA auto-clustering, where the training runtime turns it on (`precision.elementwise_fusion`), may
+# take CPU ops and only the elementwise ones: the matrix products stay on oneDNN's kernels. TensorFlow
+# reads these flags once, before its first function runs, so `nlpkit/__init__.py` sets them before
+# anything can import it (a user's own TF_XLA_FLAGS for these two are kept).
+_FUSION_FLAGS = ("--tf_xla_cpu_global_jit", "--tf_xla_ops_to_cluster=FUSIBLE")
+
+
+def add_fusion_flags():
+    """Add `_FUSION_FLAGS` to TF_XLA_FLAGS (they cluster nothing until auto-clustering is turned on)."""
+    flags = os.environ.get("TF_XLA_FLAGS", "")
+    if "tf_xla_ops_to_cluster" not in flags and "tf_xla_cpu_global_jit" not in flags:
+        os.environ["TF_XLA_FLAGS"] = " ".join([flags, *_FUSION_FLAGS]).strip()
+
+
 def import_tensorflow():
     """Return the `tensorflow` module (tensorflow_text loaded too), with the import noise filtered."""
     if "tensorflow" in sys.modules and "tensorflow_text" in sys.modules:

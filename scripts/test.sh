@@ -14,7 +14,7 @@ esac
 other_onednn=$((1 - main_onednn))
 echo "oneDNN: main run TF_ENABLE_ONEDNN_OPTS=$main_onednn (TensorFlow's default on this CPU:" \
   "$machine_onednn); tests/layers tests/encoders again with TF_ENABLE_ONEDNN_OPTS=$other_onednn"
-python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile tests
+python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=15 tests
 TF_ENABLE_ONEDNN_OPTS=$other_onednn \
   python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile tests/layers tests/encoders
 # Eager JAX compiles every op for every new shape; the layer tests run tiny shapes, so XLA's slow

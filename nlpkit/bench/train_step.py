@@ -103,7 +103,8 @@ def measure(make_encoder, *, batch, seq_length, predictions, precision, jit, ste
     """
     model, features = build_step(make_encoder, batch=batch, seq_length=seq_length, predictions=predictions,
                                  precision=precision, jit=jit, head=head)
-    step_s, warmup_s, loss = time_steps(model, features, steps=steps, warmup=warmup, on_step=on_step)
+    with _as_training_runs(model):
+        step_s, warmup_s, loss = time_steps(model, features, steps=steps, warmup=warmup, on_step=on_step)
     flops = step_flops_per_token(model, seq_length, predictions)
     tokens_per_s = batch * seq_length / step_s
     return {
@@ -113,6 +114,17 @@ def measure(make_encoder, *, batch, seq_length, predictions, precision, jit, ste
         "flops_per_token": round(flops), "gflops_per_s": round(tokens_per_s * flops / 1e9, 1),
         "warmup_s": round(warmup_s, 1), "loss": round(loss, 4),
     }
+
+
+def _as_training_runs(model):
+    """The step as `nlpkit pretrain` runs it: under TensorFlow, with the runtime's elementwise fusion."""
+    if keras.backend.backend() != "tensorflow":
+        import contextlib
+
+        return contextlib.nullcontext()
+    from nlpkit.training.precision import elementwise_fusion
+
+    return elementwise_fusion(model)
 
 
 def time_steps(model, features, *, steps, warmup, on_step=None):

@@ -20,9 +20,13 @@ from nlpkit.text.vocab import file_checksum
 tf = import_tensorflow()
 
 FORMATS = ("tfrecord", "jsonl")
-# Rows tokenized together: small enough that both cores always have a batch in flight (benchmarks/
-# tokenize.py: 256 rows of news gave 7.7 MB/s through the pipeline, 1024 rows 5.4 MB/s).
-BATCH_SIZE = 256
+# Rows tokenized together. Each batch pays a fixed cost in every op of the map (and tf.data's per-line
+# reading), which dominates on short lines: on 20 MB of 8-word news lines (benchmarks/tokenize.py)
+# the map took 4.5 CPU-s at 2048 rows against 5.3 at 256, the whole command 14.0-14.9 CPU-s at 1024
+# against 15.2-15.4 at 256 (a loaded machine). 1024 rows of even 400-byte lines are 0.4 MB, so both
+# cores still have a batch in flight. (256 once measured faster, while the autotuner still idled a
+# core one run in three; see `without_autotune`.)
+BATCH_SIZE = 1024
 
 
 class LabelEncoder:
@@ -114,9 +118,10 @@ def _row_dataset(source, batch_size, labels, failure):
 
 def packed_dataset(source, tokenizer, *, seq_length, truncation, batch_size=BATCH_SIZE, labels=None, failure=None,
                    serialize=False):
-    """A tf.data.Dataset of packed batches (numpy-ready dicts) plus per-batch statistics.
+    """A tf.data.Dataset of packed batches (numpy-ready dicts) plus the batch's scalar counts (`_batch_counts`).
 
-    With `serialize`, each batch also holds "records": its rows as serialized tf.train.Example strings.
+    With `serialize`, a batch holds "records" (its rows as serialized tf.train.Example strings)
+    instead of the packed [B, T] arrays.
     """
     num_segments = 2 if source.pair_column else 1
     check_seq_length(seq_length, num_segments)
@@ -132,25 +137,33 @@ def packed_dataset(source, tokenizer, *, seq_length, truncation, batch_size=BATC
             segments, seq_length, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id, pad_id=tokenizer.pad_id,
             truncator=truncation,
         )
-        lengths = tf.add_n([tf.cast(segment.row_lengths(), tf.int64) for segment in segments])
-        packed["tokens"] = lengths
-        packed["truncated"] = lengths > budget
-        packed["bytes"] = tf.reduce_sum(tf.strings.length(batch["text"], unit="BYTE"), keepdims=True)
-        if "pair" in batch:
-            packed["bytes"] += tf.reduce_sum(tf.strings.length(batch["pair"], unit="BYTE"), keepdims=True)
         if "label" in batch:
             packed["label"] = batch["label"]
-        if serialize:
-            packed["records"] = records.serialize_examples(
-                {name: packed[name] for name in (*records.FEATURES, "label") if name in packed}
-            )
-        return packed
+        counts = _batch_counts(batch, segments, packed["input_mask"], budget)
+        if serialize:  # the writer needs only the records: the [B, T] arrays stay in the graph
+            return {"records": records.serialize_examples(packed), **counts}
+        return {**packed, **counts}
 
     dataset = _row_dataset(source, batch_size, labels, failure)
     # Plain TensorFlow ops: AutoGraph's source conversion of every function `encode` calls would
     # only cost seconds at start-up.
     encode = tf.autograph.experimental.do_not_convert(encode)
     return without_autotune(dataset.map(encode, num_parallel_calls=2, deterministic=True).prefetch(2))
+
+
+def _batch_counts(batch, segments, input_mask, budget):
+    """Scalar int64 counts of one batch for `Statistics`, summed in the graph (no [B] arrays to Python)."""
+    lengths = tf.add_n([tf.cast(segment.row_lengths(), tf.int64) for segment in segments])
+    rows = tf.size(lengths, out_type=tf.int64)
+    texts = [batch[column] for column in ("text", "pair") if column in batch]
+    return {
+        "rows": rows,
+        "tokens": tf.reduce_sum(lengths),
+        # input_mask covers the kept tokens plus [CLS] and one [SEP] a segment.
+        "tokens_kept": tf.reduce_sum(tf.cast(input_mask, tf.int64)) - rows * (len(segments) + 1),
+        "truncated_rows": tf.reduce_sum(tf.cast(lengths > budget, tf.int64)),
+        "bytes": tf.add_n([tf.reduce_sum(tf.cast(tf.strings.length(text), tf.int64)) for text in texts]),
+    }
 
 
 def without_autotune(dataset):
@@ -171,12 +184,13 @@ class Statistics:
         self.rows = self.truncated_rows = self.tokens = self.tokens_kept = self.bytes = 0
         self.started = time.perf_counter()
 
-    def add(self, batch, num_segments):
-        self.rows += len(batch["tokens"])
-        self.truncated_rows += int(batch["truncated"].sum())
-        self.tokens += int(batch["tokens"].sum())
-        self.tokens_kept += int(batch["input_mask"].sum()) - len(batch["tokens"]) * (num_segments + 1)
-        self.bytes += int(batch["bytes"].sum())
+    def add(self, batch):
+        """batch: a packed batch with the scalar counts of `_batch_counts`."""
+        self.rows += int(batch["rows"])
+        self.truncated_rows += int(batch["truncated_rows"])
+        self.tokens += int(batch["tokens"])
+        self.tokens_kept += int(batch["tokens_kept"])
+        self.bytes += int(batch["bytes"])
 
     def rate(self):
         seconds = max(time.perf_counter() - self.started, 1e-9)
@@ -245,7 +259,7 @@ def tokenize_to_disk(
         try:
             for batch in dataset.as_numpy_iterator():
                 writer.write_batch(batch)
-                stats.add(batch, num_segments)
+                stats.add(batch)
                 if on_batch:
                     on_batch(stats)
         finally:

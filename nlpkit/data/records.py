@@ -69,11 +69,16 @@ class ShardedRecordWriter:
 
     def write_batch(self, batch):
         """batch: a packed batch whose "records" are serialized tf.train.Example strings (`serialize_examples`)."""
-        for record in batch["records"]:
+        records, start = batch["records"], 0
+        while start < len(records):  # the part of the batch that fits in the current shard, at a time
             if self._writer is None or self.shards[-1][1] >= self.rows_per_shard:
                 self._next_shard()
-            self._writer.write(record)
-            self.shards[-1][1] += 1
+            part = records[start:start + self.rows_per_shard - self.shards[-1][1]]
+            write = self._writer.write  # one bound method: the loop runs once a row
+            for record in part:
+                write(record)
+            self.shards[-1][1] += len(part)
+            start += len(part)
 
     def close(self):
         if self._writer is not None:

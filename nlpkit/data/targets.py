@@ -20,11 +20,11 @@ from nlpkit.data.labelled import label_names, read_examples
 from nlpkit.errors import NlpkitError
 
 
-def _raw_label_cells(path, label_column, text_column, errors):
+def _raw_label_cells(path, label_column, text_column, errors, option):
     """Label cells of every row of `path`, in input order (as the table holds them: lists stay lists)."""
     from nlpkit.data.sources import iter_rows, open_source
 
-    source = open_source(path, text_column=text_column, label_column=label_column, errors=errors)
+    source = open_source(path, text_column=text_column, label_column=label_column, errors=errors, option=option)
     cells = []
     for batch in iter_rows(source):
         cells.extend(batch["label"])
@@ -71,14 +71,20 @@ def _label_string(value):
     return "" if value is None else str(value).strip()
 
 
+def _where(path, option):
+    """How errors name an input: with the option it came from (`--validation glue/x`), as hub errors do."""
+    return f"{option} {path}" if option else str(path)
+
+
 def read_multilabel_examples(path, *, text_column="text", pair_column=None, label_column="label",
-                             label_separator=None, empty_rows="skip", errors="strict"):
-    """`Examples` whose `labels` are lists of label strings (see the module docstring for cell formats)."""
+                             label_separator=None, empty_rows="skip", errors="strict", option=None):
+    """`Examples` whose `labels` are lists of label strings (see the module docstring for cell formats).
+    `option` ("--train", "--validation", "--data") is `read_examples`': error wording and a hub name's split."""
     examples = read_examples(path, text_column=text_column, pair_column=pair_column, label_column=None,
-                             empty_rows=empty_rows, errors=errors)
+                             empty_rows=empty_rows, errors=errors, option=option)
     # read_examples turns a label cell into one string; the list is read here (a second pass).
-    cells = _raw_label_cells(path, label_column, text_column, errors)
-    examples.labels = [parse_label_set(cells[row - 1], label_separator, f"{path}: row {row}")
+    cells = _raw_label_cells(path, label_column, text_column, errors, option)
+    examples.labels = [parse_label_set(cells[row - 1], label_separator, f"{_where(path, option)}: row {row}")
                        for row in examples.rows]
     return examples
 
@@ -128,11 +134,13 @@ class MultiLabelEncoding:
 
 
 def read_regression_examples(path, *, text_column="text", pair_column=None, label_column="label",
-                             empty_rows="skip", errors="strict"):
-    """`Examples` whose `labels` are floats; a value that is not a finite number names file, row and value."""
+                             empty_rows="skip", errors="strict", option=None):
+    """`Examples` whose `labels` are floats; a value that is not a finite number names file, row and value.
+    `option` as for `read_multilabel_examples`."""
     examples = read_examples(path, text_column=text_column, pair_column=pair_column, label_column=label_column,
-                             empty_rows=empty_rows, errors=errors)
-    examples.labels = [_number(label, f"{path}: row {row}") for label, row in zip(examples.labels, examples.rows)]
+                             empty_rows=empty_rows, errors=errors, option=option)
+    examples.labels = [_number(label, f"{_where(path, option)}: row {row}")
+                       for label, row in zip(examples.labels, examples.rows)]
     return examples
 
 

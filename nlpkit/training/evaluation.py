@@ -104,7 +104,7 @@ def evaluate_task(inference, data_path, batch_size=64):
     else:
         options = dict(text_column=head.get("text_column") or "text", pair_column=head.get("pair_column"),
                        label_column=head.get("label_column") or "label", label_separator=head.get("label_separator"))
-    examples = task.read(data_path, **options)
+    examples = task.read(data_path, option="--data", **options)
     encoding = task.load_encoding(head["encoding"])
     prepared = task.prepare(examples, encoding, inference.packer)
     outputs = task.outputs(inference.model, prepared, batch_size)

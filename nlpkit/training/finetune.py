@@ -79,6 +79,7 @@ class FinetuneConfig:
     seed: int = 0
     overwrite: bool = False
     calibrate: bool = True  # fit a temperature / mean-field factor on the validation split after training
+    bucketing: bool = True  # training batches of similar lengths, cut to a few lengths (`nlpkit.data.buckets`)
 
     def identity(self):
         """The fields a resumed run must share with the interrupted one (calibration follows training)."""
@@ -183,27 +184,23 @@ def _class_weights(labels, num_classes):
 
 
 def _train_dataset(config, x, y, micro_batch, skip_batches, weights=None):
-    """Infinite (features, labels[, weights]) micro-batches, from `skip_batches` on.
+    """Infinite (features, labels[, weights]) micro-batches, from `skip_batches` on, in the stateless
+    order of `buckets.epoch_batches`; with --bucketing, length-grouped and cut to a few lengths."""
+    from nlpkit.data import buckets
 
-    Epoch e visits the examples in a stateless permutation seeded by (seed, e): the order depends
-    on nothing but the seed, never on how often the dataset was iterated (a seeded `shuffle`
-    reshuffles per iterator, and a distribution strategy may open more than one).
-    """
-    tf = runtime.tf
     columns = (x, y) if weights is None else (x, y, weights[y])
-    count, seed = len(y), int(config.seed)
+    if not _bucketing(config):
+        return buckets.epoch_batches(columns, micro_batch, int(config.seed), skip_batches)
+    compiled = config.jit or keras.backend.backend() == "jax"  # one program per shape
+    cut = (True, config.task == "token-classification", False)  # inputs, per-token targets
+    return buckets.epoch_batches(columns, micro_batch, int(config.seed), skip_batches,
+                                 lengths=buckets.row_lengths(x["input_mask"]),
+                                 boundaries=buckets.bucket_boundaries(config.seq_length, compiled), cut=cut)
 
-    def epoch_order(epoch):
-        order = tf.random.experimental.stateless_shuffle(tf.range(count, dtype=tf.int64), seed=[seed, epoch])
-        return tf.data.Dataset.from_tensor_slices(order)
 
-    dataset = tf.data.Dataset.range(2**62).flat_map(epoch_order)
-    dataset = dataset.batch(micro_batch, drop_remainder=True).skip(skip_batches)
-    dataset = dataset.map(lambda rows: tf.nest.map_structure(lambda column: tf.gather(column, rows), columns))
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    options.deterministic = True
-    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+def _bucketing(config):
+    """--bucketing, except on a TPU (one static shape: every other shape is another XLA program)."""
+    return config.bucketing and config.tpu is None and config.strategy != "tpu"
 
 
 def _monitor(task):

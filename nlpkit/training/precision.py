@@ -95,7 +95,34 @@ def auto_jit(precision, device_kind, backend):
         return True, f"XLA fuses the step on {device_kind.upper()}"
     if precision == "float32":
         return True, "TensorFlow's float32 CPU step is faster with XLA"
-    return False, "TensorFlow's bf16 CPU step is faster without XLA"
+    return False, ("TensorFlow's bf16 CPU step is faster without XLA (its oneDNN kernels run the matrix products; "
+                   "XLA fuses only the elementwise ops between them)")
+
+
+def fuses_elementwise(model):
+    """Whether `model`'s steps get XLA-fused elementwise ops around TensorFlow's own kernels: a bf16
+    model compiled without XLA, under TensorFlow with oneDNN on a CPU (issue #19's profile: GELU,
+    dropout, layer-norm and casts, one op and one pass over memory each, cost more than the matrix
+    products; XLA's own bf16 matrix products are slower than oneDNN's, so whole-step XLA does not help)."""
+    return (keras.backend.backend() == "tensorflow" and not getattr(model, "jit_compile", False)
+            and model.dtype_policy.compute_dtype == "bfloat16" and onednn_enabled()
+            and not tf.config.list_logical_devices("GPU") and not tf.config.list_logical_devices("TPU"))
+
+
+@contextlib.contextmanager
+def elementwise_fusion(model):
+    """Run `model`'s steps (those traced inside) with TensorFlow's XLA auto-clustering restricted to
+    fusible elementwise ops, where `fuses_elementwise(model)`. The restriction (TF_XLA_FLAGS) is set
+    by `nlpkit._tf` before TensorFlow starts; without it nothing is clustered on a CPU."""
+    if not fuses_elementwise(model):
+        yield
+        return
+    previous = tf.config.optimizer.get_jit()
+    tf.config.optimizer.set_jit("autoclustering")
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_jit(previous or False)
 
 
 def cpu_flags(cpuinfo="/proc/cpuinfo"):

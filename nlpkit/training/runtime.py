@@ -29,8 +29,8 @@ from nlpkit.errors import NlpkitError  # noqa: E402
 from nlpkit.io import atomic_file, new_temp_dir, remove_stale_temps, run_lock, swap_in  # noqa: E402
 from nlpkit.training.checkpoints import latest_checkpoint, restore_checkpoint, save_checkpoint  # noqa: E402, F401
 from nlpkit.training.precision import (  # noqa: E402, F401 - the runtime's precision options, in their own module
-    PRECISIONS, AutoChoice, auto_choice, auto_jit, check_precision, choose_auto, cpu_flags, precision_policy,
-    resolve_precision_and_jit, this_device,
+    PRECISIONS, AutoChoice, auto_choice, auto_jit, check_precision, choose_auto, cpu_flags, elementwise_fusion,
+    precision_policy, resolve_precision_and_jit, this_device,
 )
 
 
@@ -309,7 +309,7 @@ def fit_steps(model, dataset, *, strategy, start_step, max_steps, accumulation_s
     """Run updates `start_step + 1 .. max_steps` (one Keras epoch each) under `strategy`."""
     import warnings
 
-    with scope(strategy), warnings.catch_warnings():
+    with scope(strategy), elementwise_fusion(model), warnings.catch_warnings():
         # Unused outputs (the pooler under masked-LM, the sequence under a CLS head) get no gradient.
         warnings.filterwarnings("ignore", message="Gradients do not exist for variables")
         model.fit(dataset, initial_epoch=start_step, epochs=max_steps, steps_per_epoch=accumulation_steps,

@@ -38,8 +38,9 @@ class Task:
     name = ""
     heads = ()
 
-    def read(self, path, **options):
-        """Examples (texts tasks) or TaggedSentences (tokens) of a labelled file."""
+    def read(self, path, option=None, **options):
+        """Examples (texts tasks) or TaggedSentences (tokens) of a labelled file; `option` ("--train", ...)
+        names the input in errors and gives a hub dataset name its split (`nlpkit.data.hub`)."""
         raise NotImplementedError
 
     def fit_encoding(self, train, **options):
@@ -83,10 +84,10 @@ class Task:
 class MultiLabelTask(Task):
     name, heads = "multi-label", ("classification",)
 
-    def read(self, path, **options):
+    def read(self, path, option=None, **options):
         from nlpkit.data.targets import read_multilabel_examples
 
-        return read_multilabel_examples(path, **options)
+        return read_multilabel_examples(path, option=option, **options)
 
     def fit_encoding(self, train, **_options):
         from nlpkit.data.targets import MultiLabelEncoding
@@ -131,11 +132,11 @@ class RegressionTask(Task):
 
     name, heads = "regression", ("regression",)
 
-    def read(self, path, **options):
+    def read(self, path, option=None, **options):
         from nlpkit.data.targets import read_regression_examples
 
         options.pop("label_separator", None)
-        return read_regression_examples(path, **options)
+        return read_regression_examples(path, option=option, **options)
 
     def fit_encoding(self, train, **_options):
         from nlpkit.data.targets import TargetScaler
@@ -170,7 +171,7 @@ class RegressionTask(Task):
 class TokenClassificationTask(Task):
     name, heads = "token-classification", ("classification",)
 
-    def read(self, path, *, scheme="iob2", tag_column=-1, **_columns):
+    def read(self, path, option=None, *, scheme="iob2", tag_column=-1, **_columns):
         from nlpkit.data.token_tags import read_tagged
 
         return read_tagged(path, scheme=scheme, tag_column=tag_column)
@@ -244,9 +245,9 @@ def task_datasets(config, packer):
                    empty_rows=config.empty_rows, label_separator=config.label_separator)
     if config.task == "token-classification":
         options = {"scheme": config.tag_scheme}
-    train = task.read(config.train, **options)
+    train = task.read(config.train, option="--train", **options)
     if config.validation:
-        validation = task.read(config.validation, **options)
+        validation = task.read(config.validation, option="--validation", **options)
     else:
         train, validation = _split(train, config.validation_split, config.seed)
     encoding = task.fit_encoding(train, scheme=config.tag_scheme)

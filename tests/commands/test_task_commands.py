@@ -106,8 +106,11 @@ def test_multilabel_thresholds_evaluate_predict_and_export(multilabel, capsys):
     probabilities = np.array([[row["probabilities"][n] for n in names] for row in rows])
     # Independent check: the labels are exactly the thresholded probabilities, and subset accuracy
     # recomputed here from the predictions matches evaluate's.
+    # predict's JSON rounds probabilities to 6 digits: a label that close to its threshold may go either way.
     for row, p in zip(rows, probabilities):
-        assert row["labels"] == [n for n, value, t in zip(names, p, thresholds) if value >= t]
+        clear = {n for n, value, t in zip(names, p, thresholds) if abs(value - t) > 1e-6}
+        assert [n for n in row["labels"] if n in clear] == [
+            n for n, value, t in zip(names, p, thresholds) if value >= t and n in clear]
     truth = [set(row[1].split("|")) for row in _csv_rows(multilabel / "test.csv")]
     # The thresholds are those fitted on the validation split (test.csv here) from these probabilities.
     from nlpkit.training.task_metrics import fit_thresholds
@@ -118,7 +121,7 @@ def test_multilabel_thresholds_evaluate_predict_and_export(multilabel, capsys):
     run_cli_ok("export", "--model", model, "--output", multilabel / "saved")
     served = _serve(multilabel / "saved", texts)
     np.testing.assert_allclose(served["probabilities"], probabilities, atol=1e-5)
-    assert (served["labels"] == (probabilities >= np.array(thresholds)).astype(int)).all()
+    assert (served["labels"] == (np.asarray(served["probabilities"]) >= np.array(thresholds)).astype(int)).all()
 
 
 def _csv_rows(path):

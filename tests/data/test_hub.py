@@ -14,6 +14,7 @@ from nlpkit.data.labelled import read_examples
 from nlpkit.data.sources import read_texts
 from nlpkit.errors import NlpkitError
 from tests.cli import run_cli
+from tests.hub_cache import use_cache, write_cached_dataset
 
 REVIEWS = reviews(binary=True)[:60]
 TWEETS = sentiment_tweets()[:30]
@@ -21,51 +22,22 @@ SPLITS = {"sst2": {"train": REVIEWS[:40], "validation": REVIEWS[40:]},  # no tes
           "tweets": {"train": TWEETS[:20], "test": TWEETS[20:]}}
 
 
-def _builder_class(datasets):
-    class Glue(datasets.GeneratorBasedBuilder):
-        """`glue` with configs sst2 (ClassLabel labels rotten/fresh) and tweets (string labels)."""
-
-        BUILDER_CONFIGS = [datasets.BuilderConfig(name=name, version=datasets.Version("1.0.0")) for name in SPLITS]
-
-        def _info(self):
-            label = (datasets.ClassLabel(names=list(REVIEW_LABELS[:2])) if self.config.name == "sst2"
-                     else datasets.Value("string"))
-            return datasets.DatasetInfo(features=datasets.Features({"sentence": datasets.Value("string"),
-                                                                    "label": label}))
-
-        def _split_generators(self, dl_manager):
-            return [datasets.SplitGenerator(name=split, gen_kwargs={"rows": rows})
-                    for split, rows in SPLITS[self.config.name].items()]
-
-        def _generate_examples(self, rows):
-            for i, (text, label) in enumerate(rows):
-                yield i, {"sentence": text, "label": label}
-
-    return Glue
-
-
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    from nlpkit.data.hub import import_datasets
-
-    datasets = import_datasets()
+    """`glue` with configs sst2 (ClassLabel labels rotten/fresh) and tweets (string labels)."""
     folder = tmp_path_factory.mktemp("hf_datasets")
-    glue = _builder_class(datasets)
-    for config in SPLITS:
-        glue(cache_dir=str(folder), dataset_name="glue", config_name=config, hash="0" * 16).download_and_prepare()
+    labels = {"sst2": lambda datasets: datasets.ClassLabel(names=list(REVIEW_LABELS[:2])),
+              "tweets": lambda datasets: datasets.Value("string")}
+    write_cached_dataset(folder, "glue", SPLITS, labels, text_column="sentence")
     # A namespaced dataset with a single config: OWNER/NAME resolves to OWNER___NAME in the cache.
-    glue(cache_dir=str(folder), dataset_name="glue", repo_id="nyu-mll/glue", config_name="sst2",
-         hash="1" * 16).download_and_prepare()
+    write_cached_dataset(folder, "glue", {"sst2": SPLITS["sst2"]}, labels, text_column="sentence",
+                         repo_id="nyu-mll/glue", hash="1" * 16)
     return folder
 
 
 @pytest.fixture(autouse=True)
 def offline_cache(cache, monkeypatch):
-    import datasets
-
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(cache))
-    return cache
+    return use_cache(monkeypatch, cache)
 
 
 def _pairs(examples):

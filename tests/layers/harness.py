@@ -108,7 +108,8 @@ def _gradients(model, feed):
             outputs, _ = model.stateless_call(trainable, non_trainable, feed, training=True)
             return _loss(outputs)
 
-        grads = jax.grad(loss)([v.value for v in model.trainable_variables])
+        # Compiled once as a whole: op by op, every op of the backward pass would be compiled on its own.
+        grads = jax.jit(jax.grad(loss))([v.value for v in model.trainable_variables])
     else:
         import tensorflow as tf
 

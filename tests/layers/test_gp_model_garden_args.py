@@ -10,6 +10,10 @@ import pytest
 from nlpkit.errors import NlpkitError
 from nlpkit.layers.gaussian_process import GaussianProcessClassificationHead, RandomFeatureGaussianProcess
 
+# Argument names, aliases and config round trips are backend-independent Python (the GP layer and head
+# run under JAX in test_gaussian_process.py): the JAX run leaves this file out.
+pytestmark = pytest.mark.tf_only
+
 rng = np.random.default_rng(11)
 
 # Every argument of Model Garden's RandomFeatureGaussianProcess, by its name, non-default values.

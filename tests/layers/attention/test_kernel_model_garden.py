@@ -245,6 +245,7 @@ MODEL_GARDEN_DEFAULTS = dict(
 )
 
 
+@pytest.mark.tf_only  # config porting and defaults: backend-independent Python
 def test_builds_from_model_garden_arguments_and_config_round_trips():
     layer = KernelAttention(**MODEL_GARDEN_ARGUMENTS)
     out = np.asarray(layer(_x(), _x()))

@@ -26,6 +26,9 @@ from nlpkit.layers.blocks.encoder import TransformerEncoderBlock
 from nlpkit.layers.masks import masked_softmax
 from tests.layers.tracing import intermediate_ranks
 
+# The rank limit is TensorFlow oneDNN's: the JAX run leaves the tracing tests out (tests/conftest.py).
+tf_only = pytest.mark.tf_only
+
 rng = np.random.default_rng(11)
 B, T, D, N = 2, 8, 16, 2
 MAX_RANK = 5
@@ -47,6 +50,7 @@ def _padding(length=T):
     return mask
 
 
+@tf_only
 @pytest.mark.parametrize("attention_type", available_attentions())
 def test_every_attention_of_the_catalogue_in_an_encoder_block(attention_type):
     block = TransformerEncoderBlock(num_attention_heads=N, inner_dim=24, inner_activation="relu", attention_type=attention_type)
@@ -60,6 +64,7 @@ CAUSAL = ["cached", "causal-linear", "conditional-full", "full", "improved-clust
           "multi_head", "talking_heads"]
 
 
+@tf_only
 @pytest.mark.parametrize("attention_type", CAUSAL)
 def test_every_causal_capable_attention_with_use_causal_mask(attention_type):
     layer = make_attention(attention_type, num_heads=N, key_dim=8)
@@ -71,6 +76,7 @@ KERNEL_CASES = [(transform, 16, causal) for transform in FEATURE_TRANSFORMS for 
                 if not (causal and transform == "expplus")] + [("exp", 0, False), ("exp", 0, True)]
 
 
+@tf_only
 @pytest.mark.parametrize("feature_transform, num_random_features, causal", KERNEL_CASES)
 def test_kernel_attention_every_feature_transform(feature_transform, num_random_features, causal):
     layer = KernelAttention(num_heads=N, key_dim=8, feature_transform=feature_transform,
@@ -78,16 +84,19 @@ def test_kernel_attention_every_feature_transform(feature_transform, num_random_
     assert_no_rank_above_five(lambda x, m: layer(x, x, attention_mask=m, use_causal_mask=causal), _sequence(), _padding())
 
 
+@tf_only
 def test_bigbird_block_sparse_path_on_many_blocks():
     layer = make_attention("bigbird", num_heads=N, key_dim=8, block_size=4, num_rand_blocks=1)
     assert_no_rank_above_five(lambda x, m: layer(x, x, attention_mask=m), _sequence(32), _padding(32))
 
 
+@tf_only
 def test_reformer_with_several_chunks_and_rounds():
     layer = AttentionLayer(ReformerAttention(chunk_size=4, bits=2, rounds=3), d_model=D, n_heads=N)
     assert_no_rank_above_five(lambda x: layer(x, x, x), _sequence(12))
 
 
+@tf_only
 def test_cached_attention_decoding_step():
     layer = CachedAttention(num_heads=N, key_dim=8)
     cache = {"key": np.zeros((B, T, N, 8), "float32"), "value": np.zeros((B, T, N, 8), "float32")}
@@ -100,6 +109,7 @@ def test_cached_attention_decoding_step():
     assert_no_rank_above_five(decode, step, cache["key"], cache["value"])
 
 
+@tf_only
 def test_multi_channel_and_voting_attention():
     contexts = rng.normal(size=(B, 3, T, D)).astype("float32")
     voting = VotingAttention(num_heads=N, head_size=8)
@@ -112,6 +122,7 @@ def test_multi_channel_and_voting_attention():
     assert_no_rank_above_five(run, _sequence(), contexts, np.ones((B, 3, T, T), "float32"))
 
 
+@tf_only
 def test_two_stream_relative_attention():
     layer = TwoStreamRelativeAttention(num_heads=N, key_dim=8)
     position = rng.normal(size=(B, 2 * T, D)).astype("float32")
@@ -124,6 +135,7 @@ def test_two_stream_relative_attention():
     assert_no_rank_above_five(run, _sequence(), _sequence(), position, mask)
 
 
+@tf_only
 @pytest.mark.parametrize("axes", [(2,), (1, 2)])
 def test_multi_head_attention_over_inner_axes_of_a_rank5_input_uses_no_rank6_softmax(axes):
     # The projected rank-5 input is rank 6 by contract; what must not be is the softmax.

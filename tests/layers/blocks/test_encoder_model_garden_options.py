@@ -215,6 +215,7 @@ def _plain(value):
     return value["class_name"].lower() if isinstance(value, dict) and "class_name" in value else value
 
 
+@pytest.mark.tf_only  # config porting: backend-independent Python
 def test_model_garden_config_ports_and_round_trips():
     x, memory, _ = _inputs()
     block = TransformerEncoderBlock(**MODEL_GARDEN_CONFIG)
@@ -231,6 +232,7 @@ def test_model_garden_config_ports_and_round_trips():
     assert tuple(rebuilt(x, key_value=memory).shape) == (B, T, D)
 
 
+@pytest.mark.tf_only  # argument checks: backend-independent Python
 def test_bad_model_garden_options_raise_nlpkit_error():
     with pytest.raises(NlpkitError, match="diff_q_kv_att_layer_norm"):
         TransformerEncoderBlock(2, 16, "relu", diff_q_kv_att_layer_norm=True)
