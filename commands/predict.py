@@ -42,21 +42,22 @@ def _file_lines(input_file):
         raise NlpkitError(f"--input {input_file} is a folder", hint="pass a text file, one text per line")
     if not input_file.exists():
         raise NlpkitError(f"--input {input_file} does not exist",
-                          hint="pass a text file, one text per line, or a cached dataset NAME[/CONFIG]:SPLIT")
+                          hint="pass a text file, one text per line, or a cached dataset NAME:SPLIT or NAME/CONFIG:SPLIT")
     if not input_file.is_file():
         raise NlpkitError(f"--input {input_file} is not a regular file", hint="pass a text file, one text per line")
     check_utf8(input_file, hint=_NOT_UTF8_HINT)
     return _non_blank(input_file.read_text(encoding="utf-8").splitlines())
 
 
-def _read_texts(texts, input_file, text_column):
+def _read_texts(texts, input_file, text_column, model):
     if texts and input_file:
         raise NlpkitError("give texts as arguments or --input FILE, not both")
     if input_file is not None and _is_hub_name(input_file):
         from nlpkit.data.sources import read_texts
 
         # no default split: the split to predict on is named (`:test`), never guessed
-        lines, where = read_texts(str(input_file), text_column=text_column, option="--input"), f"--input {input_file}"
+        column = text_column or _model_text_column(model)
+        lines, where = read_texts(str(input_file), text_column=column, option="--input"), f"--input {input_file}"
     elif input_file is not None:
         lines = _stdin_lines() if str(input_file) == "-" else _file_lines(input_file)
         where = "standard input" if str(input_file) == "-" else f"--input {input_file}"
@@ -85,7 +86,7 @@ def predict(
     model: Path = typer.Option(None, "--model", help="A fine-tuned model directory."),
     saved_model: Path = typer.Option(None, "--saved-model", help="A SavedModel written by nlpkit export."),
     input_file: Path = typer.Option(None, "--input", "-i", help="A file with one text per line ('-' = stdin), or "
-                                    "a Hugging Face dataset in the local cache: NAME[/CONFIG]:SPLIT."),
+                                    "a Hugging Face dataset in the local cache: NAME:SPLIT or NAME/CONFIG:SPLIT."),
     text_column: str = typer.Option(None, "--text-column", help="The text column of a dataset --input "
                                     "(default: the model's fine-tuning text column, else 'text')."),
     output: Path = typer.Option(None, "--output", "-o", help="Write JSON lines here instead of stdout."),
@@ -100,7 +101,7 @@ def predict(
     if output is not None:
         check_not_input(output, {"--input": input_file, "--model": model, "--saved-model": saved_model})
         check_output_file(output, force)
-    texts = _read_texts(texts, input_file, text_column or _model_text_column(model))
+    texts = _read_texts(texts, input_file, text_column, model)
     started = time.perf_counter()
     if model is not None:
         from nlpkit.models.inference import InferenceModel

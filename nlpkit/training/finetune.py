@@ -183,13 +183,13 @@ def _class_weights(labels, num_classes):
     return np.array([len(labels) / (num_classes * c) if c else 0.0 for c in counts], "float32")
 
 
-def _train_dataset(config, x, y, micro_batch, skip_batches, weights=None):
+def _train_dataset(config, x, y, micro_batch, skip_batches, weights=None, bucketing=True):
     """Infinite (features, labels[, weights]) micro-batches, from `skip_batches` on, in the stateless
     order of `buckets.epoch_batches`; with --bucketing, length-grouped and cut to a few lengths."""
     from nlpkit.data import buckets
 
     columns = (x, y) if weights is None else (x, y, weights[y])
-    if not _bucketing(config):
+    if not bucketing:
         return buckets.epoch_batches(columns, micro_batch, int(config.seed), skip_batches)
     compiled = config.jit or keras.backend.backend() == "jax"  # one program per shape
     cut = (True, config.task == "token-classification", False)  # inputs, per-token targets
@@ -198,9 +198,12 @@ def _train_dataset(config, x, y, micro_batch, skip_batches, weights=None):
                                  boundaries=buckets.bucket_boundaries(config.seq_length, compiled), cut=cut)
 
 
-def _bucketing(config):
-    """--bucketing, except on a TPU (one static shape: every other shape is another XLA program)."""
-    return config.bucketing and config.tpu is None and config.strategy != "tpu"
+def _bucketing(config, model):
+    """--bucketing, except on a TPU (one static shape: every other shape is another XLA program) and
+    for encoders whose attention is not the default softmax one: the efficient attentions' masks
+    need the sequence length when the step is traced, and bucketed batches leave it open."""
+    attention = getattr(getattr(model, "encoder", None), "attention_type", "multi_head")
+    return config.bucketing and config.tpu is None and config.strategy != "tpu" and attention == "multi_head"
 
 
 def _monitor(task):
@@ -391,7 +394,8 @@ def _train(config, plan, model, strategy, packed, names, keeper, work, chief, st
     (train_x, train_y), validation = packed["train"], packed["validation"]
     micro_batch = config.batch_size // config.accumulation_steps
     weights = _class_weights(train_y, len(names)) if config.class_weights else None
-    dataset = _train_dataset(config, train_x, train_y, micro_batch, state["step"] * config.accumulation_steps, weights)
+    dataset = _train_dataset(config, train_x, train_y, micro_batch, state["step"] * config.accumulation_steps, weights,
+                             bucketing=_bucketing(config, model))
     monitor = runtime.StepMonitor(
         run=work, optimizer=model.optimizer, describe=_describe_step(config), max_steps=plan.max_steps,
         checkpoint_every=plan.checkpoint_every, keep=config.keep_checkpoints, chief=chief, on_step=on_step,
