@@ -183,7 +183,7 @@ def _class_weights(labels, num_classes):
     return np.array([len(labels) / (num_classes * c) if c else 0.0 for c in counts], "float32")
 
 
-def _train_dataset(config, x, y, micro_batch, skip_batches, weights=None, bucketing=True):
+def _train_dataset(config, x, y, micro_batch, skip_batches, weights, bucketing):
     """Infinite (features, labels[, weights]) micro-batches, from `skip_batches` on, in the stateless
     order of `buckets.epoch_batches`; with --bucketing, length-grouped and cut to a few lengths."""
     from nlpkit.data import buckets
